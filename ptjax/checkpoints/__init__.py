@@ -1,0 +1,63 @@
+"""Frozen-model checkpoints: one loader for T5X folders, T5X single files and HF folders."""
+
+import os
+from typing import Optional
+
+from ptjax.checkpoints import storage
+from ptjax.checkpoints.hf import config_from_hf, config_to_hf, is_hf_folder, read_hf, save_hf
+from ptjax.checkpoints.t5x import CHECKPOINT_FILE, read_t5x, save_t5x
+from ptjax.checkpoints.validate import CheckpointError, check_params
+from ptjax.model import T5Config
+
+
+
+def detect_format(path: str) -> str:
+  """'t5x' or 'hf' for a checkpoint path; CheckpointError with a fix otherwise."""
+  if not storage.exists(path):
+    raise CheckpointError(f"Checkpoint path {path} does not exist.")
+  if storage.exists(storage.join(path, CHECKPOINT_FILE)):
+    return "t5x"
+  if storage.exists(storage.join(path, "config.json")):
+    return "hf"
+  if storage.is_gcs(path) or os.path.isfile(path):
+    head = storage.read_bytes(path)[:1] if storage.is_gcs(path) else open(path, "rb").read(1)
+    if head and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):
+      return "t5x"
+    raise CheckpointError(
+        f"{path} is not a checkpoint: expected a T5X checkpoint folder (with a "
+        f"'{CHECKPOINT_FILE}' file), a single-file T5X checkpoint (msgpack) or a Hugging "
+        f"Face folder (config.json + model.safetensors).")
+  steps = sorted(n for n in os.listdir(path) if n.startswith("checkpoint_"))
+  if steps:
+    raise CheckpointError(
+        f"{path} is a T5X model directory, not a checkpoint; pass one of its checkpoints, "
+        f"e.g. {os.path.join(path, steps[-1])}.")
+  raise CheckpointError(
+      f"{path} is not a checkpoint: no '{CHECKPOINT_FILE}' (T5X) and no config.json + "
+      f"model.safetensors (Hugging Face) inside.")
+
+
+def load_checkpoint(path: str, config: Optional[T5Config] = None,
+                    dtype: Optional[str] = None) -> tuple[Optional[T5Config], dict]:
+  """Loads frozen T5 params from a T5X folder / single file or an HF folder.
+
+  Returns (config, params): the config comes from an HF config.json, or is the
+  `config` given (T5X checkpoints carry none), else None. When a config is known,
+  every parameter name and shape is checked against it. `dtype` casts on load.
+  """
+  fmt = detect_format(path)
+  if fmt == "hf":
+    hf_config, params = read_hf(path, dtype)
+    if config is not None:
+      check_params(params, config, f"Hugging Face checkpoint {path}")
+    return config or hf_config, params
+  params = read_t5x(path, dtype)
+  if config is not None:
+    check_params(params, config, f"T5X checkpoint {path}")
+  return config, params
+
+
+__all__ = [
+    "CheckpointError", "check_params", "config_from_hf", "config_to_hf", "detect_format",
+    "is_hf_folder", "load_checkpoint", "read_hf", "read_t5x", "save_hf", "save_t5x",
+]

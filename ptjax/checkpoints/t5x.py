@@ -1,0 +1,203 @@
+"""T5X's legacy checkpoint format (version 3): read the `target` params, write round trips.
+
+Layout of a checkpoint folder `checkpoint_<step>/`:
+  checkpoint   msgpack {'version': 3, 'optimizer': {'target': params, 'state': {...}}}.
+               Arrays are flax msgpack ext type 1 = packb((shape, dtype_name, bytes));
+               arrays over flax's size limit are dicts {'__msgpack_chunked_array__',
+               'shape', 'chunks'}; a leaf stored in TensorStore is its spec
+               {'driver': 'zarr', 'kvstore': {'driver': 'gfile'|'file'|'gcs', 'path':
+               'target.encoder.layers_0.attention.key.kernel'}, 'metadata': {...}}.
+  target.<dotted.param.path>/   zarr v2 arrays (gzip or zstd, float32 or bfloat16).
+A single-file checkpoint holds every array inline.
+
+Reading streams the msgpack and *skips* `optimizer/state` (Adafactor statistics are
+never decoded), then reads the TensorStore leaves concurrently.
+"""
+
+import io
+import math
+from typing import Optional
+
+import ml_dtypes
+import msgpack
+import numpy as np
+import tensorstore as ts
+from flax import serialization, traverse_util
+
+from ptjax.checkpoints import storage
+from ptjax.checkpoints.validate import CheckpointError, check_dtype, flat, resolve_dtype
+
+CHECKPOINT_FILE = "checkpoint"
+VERSION = 3
+_NDARRAY, _COMPLEX, _NPSCALAR = 1, 2, 3  # flax's msgpack ext type codes.
+_CHUNK_BYTES = 64 * 2**20  # Zarr chunk size the writer aims for.
+
+
+def _ext_hook(code: int, data: bytes):
+  if code in (_NDARRAY, _NPSCALAR):
+    shape, dtype_name, buffer = msgpack.unpackb(data, raw=False)
+    array = np.frombuffer(buffer, resolve_dtype(dtype_name, "msgpack array")).reshape(shape)
+    return array if code == _NDARRAY else array[()]
+  if code == _COMPLEX:
+    return complex(*msgpack.unpackb(data))
+  return msgpack.ExtType(code, data)
+
+
+def _unchunk(tree):
+  """Restores flax's chunked encoding of very large inline arrays."""
+  if not isinstance(tree, dict):
+    return tree
+  if "__msgpack_chunked_array__" in tree:
+    shape = tuple(tree["shape"][str(i)] for i in range(len(tree["shape"])))
+    chunks = [tree["chunks"][str(i)] for i in range(len(tree["chunks"]))]
+    return np.concatenate(chunks).reshape(shape)
+  return {k: _unchunk(v) for k, v in tree.items()}
+
+
+def checkpoint_file(path: str) -> str:
+  """The msgpack file of a checkpoint folder, or the path itself for a single file."""
+  candidate = storage.join(path, CHECKPOINT_FILE)
+  if storage.is_gcs(path):
+    return candidate if storage.exists(candidate) else path
+  import os  # Local only.
+  return candidate if os.path.isdir(path) else path
+
+
+def _read_target(stream, source: str) -> dict:
+  """Streams the msgpack map; decodes only optimizer/target."""
+  unpacker = msgpack.Unpacker(stream, raw=False, ext_hook=_ext_hook, strict_map_key=False,
+                              max_buffer_size=2**31 - 1)
+  try:
+    num_keys = unpacker.read_map_header()
+  except (msgpack.UnpackException, ValueError, msgpack.OutOfData) as e:
+    raise CheckpointError(f"{source} is not a T5X checkpoint (not a msgpack map: {e}).") from None
+  version, target = None, None
+  for _ in range(num_keys):
+    key = unpacker.unpack()
+    if key == "version":
+      version = unpacker.unpack()
+    elif key == "optimizer":
+      for _ in range(unpacker.read_map_header()):
+        if unpacker.unpack() == "target":
+          target = unpacker.unpack()
+        else:
+          unpacker.skip()  # Optimizer statistics: never materialised.
+    elif key == "target":  # Some exporters write params at the top level.
+      target = unpacker.unpack()
+    else:
+      unpacker.skip()
+  if target is None:
+    raise CheckpointError(
+        f"{source} is not a T5X checkpoint: it has no optimizer/target parameters.")
+  if version is not None and version != VERSION:
+    raise CheckpointError(
+        f"{source}: T5X checkpoint version {version} is not supported (ptjax reads version "
+        f"{VERSION}); re-save it with a current T5X.")
+  return _unchunk(target)
+
+
+def _is_ts_spec(leaf) -> bool:
+  return isinstance(leaf, dict) and "driver" in leaf and "kvstore" in leaf
+
+
+def _resolve_spec(spec: dict, directory: str) -> dict:
+  """Points a stored spec's kvstore (gfile/file/gcs, usually a relative path) at `directory`."""
+  spec = dict(spec)
+  rel = spec["kvstore"]["path"].rstrip("/")
+  # Checkpoints get copied around: keep only the array's folder name.
+  name = rel.rsplit("/", 1)[-1]
+  spec["kvstore"] = storage.kvstore_spec(storage.join(directory, name))
+  return spec
+
+
+def _split_leaves(tree: dict):
+  """{'a': {'b': leaf}} -> {('a', 'b'): leaf}, stopping at TensorStore specs."""
+  out = {}
+
+  def walk(node, prefix):
+    if isinstance(node, dict) and not _is_ts_spec(node):
+      for k, v in node.items():
+        walk(v, prefix + (k,))
+    else:
+      out[prefix] = node
+  walk(tree, ())
+  return out
+
+
+def read_t5x(path: str, dtype: Optional[str] = None) -> dict:
+  """Params of a T5X checkpoint folder, single file or gs:// path; optional cast to `dtype`."""
+  ckpt_file = checkpoint_file(path)
+  source = f"T5X checkpoint {path}"
+  if storage.is_gcs(ckpt_file):
+    target = _read_target(io.BytesIO(storage.read_bytes(ckpt_file)), source)
+  else:
+    with open(ckpt_file, "rb") as f:
+      target = _read_target(f, source)
+  directory = storage.parent(ckpt_file)
+  leaves = _split_leaves(target)
+  pending = {}
+  for key, leaf in leaves.items():
+    if _is_ts_spec(leaf):
+      spec = _resolve_spec(leaf, directory)
+      pending[key] = (spec, ts.open(spec, open=True, read=True))
+  for key, (spec, opening) in pending.items():  # Reads run concurrently.
+    try:
+      pending[key] = (spec, opening.result().read())
+    except ValueError as e:
+      raise CheckpointError(
+          f"{source}: parameter {'/'.join(key)} is stored in TensorStore at "
+          f"{spec['kvstore']['path']} but cannot be opened ({e}). Copy the whole checkpoint "
+          f"folder, including its target.* subfolders.") from None
+  for key, (spec, reading) in pending.items():
+    leaves[key] = np.asarray(reading.result())
+  params = {}
+  for key, array in leaves.items():
+    name = "/".join(key)
+    if not isinstance(array, np.ndarray):
+      raise CheckpointError(f"{source}: parameter {name} is not an array ({type(array).__name__}).")
+    check_dtype(name, array.dtype, source)
+    params[key] = array.astype(resolve_dtype(dtype, "dtype")) if dtype else array
+  return traverse_util.unflatten_dict(params)
+
+
+def _zarr_dtype(dtype: np.dtype) -> str:
+  return "bfloat16" if dtype == np.dtype(ml_dtypes.bfloat16) else dtype.str
+
+
+def save_t5x(params: dict, path: str, *, step: int = 0, dtype: Optional[str] = None,
+             compressor: str = "gzip") -> str:
+  """Writes params as a T5X checkpoint folder readable by T5X and `read_t5x`.
+
+  Arrays of rank >= 2 go to zarr (`compressor` 'gzip' or 'zstd'); vectors stay inline.
+  The optimizer state holds only `step`: T5X restores such a checkpoint as the
+  initial checkpoint of a new run. Returns the folder path.
+  """
+  if compressor not in ("gzip", "zstd"):
+    raise ValueError(f"save_t5x(compressor={compressor!r}): use 'gzip' or 'zstd'.")
+  target, writes = {}, []
+  for name, array in flat(params).items():
+    array = np.asarray(array)
+    if dtype:
+      array = array.astype(resolve_dtype(dtype, "dtype"))
+    key = tuple(name.split("/"))
+    if array.ndim < 2:
+      target[key] = array
+      continue
+    folder = "target." + ".".join(key)
+    row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
+    chunks = [max(1, min(array.shape[0], _CHUNK_BYTES // max(row_bytes, 1))), *array.shape[1:]]
+    metadata = {"chunks": chunks, "compressor": {"id": compressor, "level": 1},
+                "dtype": _zarr_dtype(array.dtype), "shape": list(array.shape)}
+    spec = {"driver": "zarr", "kvstore": storage.kvstore_spec(storage.join(path, folder)),
+            "metadata": metadata}
+    store = ts.open(spec, create=True, delete_existing=True).result()
+    writes.append(store.write(array))
+    target[key] = {"driver": "zarr", "kvstore": {"driver": "gfile", "path": folder},
+                   "metadata": metadata}
+  for write in writes:
+    write.result()
+  state = {"version": VERSION,
+           "optimizer": {"target": traverse_util.unflatten_dict(target),
+                         "state": {"step": np.asarray(step, np.int32)}}}
+  storage.write_bytes(storage.join(path, CHECKPOINT_FILE), serialization.msgpack_serialize(state))
+  return path

@@ -1,0 +1,58 @@
+"""Errors a user can act on, and the check of a parameter tree against a `T5Config`."""
+
+import ml_dtypes
+import numpy as np
+from flax import traverse_util
+
+from ptjax.model import T5Config, param_shapes
+
+# Parameter dtypes ptjax loads; anything else is refused by name.
+FLOAT_DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be loaded, with what is wrong and how to fix it."""
+
+
+def resolve_dtype(name, where: str = "dtype") -> np.dtype:
+  """'float32', 'bfloat16', np.float16 ... -> np.dtype (bfloat16 via ml_dtypes)."""
+  try:
+    return np.dtype(getattr(ml_dtypes, name, name) if isinstance(name, str) else name)
+  except TypeError:
+    raise CheckpointError(f"{where}: unsupported array dtype {name!r}.") from None
+
+
+def flat(params: dict) -> dict[str, object]:
+  """{'a': {'b': x}} -> {'a/b': x}."""
+  return traverse_util.flatten_dict(params, sep="/")
+
+
+def check_dtype(name: str, dtype, source: str) -> None:
+  if np.dtype(dtype).name not in FLOAT_DTYPES:
+    raise CheckpointError(
+        f"{source}: parameter {name} has unsupported dtype {np.dtype(dtype).name}; "
+        f"ptjax loads {', '.join(FLOAT_DTYPES)} weights.")
+
+
+def check_params(params: dict, config: T5Config, source: str) -> None:
+  """Raises CheckpointError naming the first missing, misshapen or unexpected parameter."""
+  expected = {k: v.shape for k, v in flat(param_shapes(config)).items()}
+  got = flat(params)
+  for name, shape in expected.items():
+    if name not in got:
+      raise CheckpointError(
+          f"{source}: parameter {name} is missing (the model config expects shape "
+          f"{tuple(shape)}). Check that the checkpoint and the model config describe the "
+          f"same architecture (layers, tied/untied logits, gated MLP).")
+    if tuple(got[name].shape) != tuple(shape):
+      raise CheckpointError(
+          f"{source}: parameter {name} has shape {tuple(got[name].shape)} but the model "
+          f"config expects {tuple(shape)}. Pick the config that matches the checkpoint "
+          f"(e.g. --gin_file=gin/models/t5_1_1_<size>.gin).")
+    check_dtype(name, got[name].dtype, source)
+  unexpected = sorted(set(got) - set(expected))
+  if unexpected:
+    raise CheckpointError(
+        f"{source}: unexpected parameter(s) {', '.join(unexpected[:5])}"
+        f"{' ...' if len(unexpected) > 5 else ''} not in the model config; the checkpoint "
+        f"has a different architecture.")

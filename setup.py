@@ -1,0 +1,35 @@
+"""ptjax: prompt tuning (Lester et al., 2021) on a frozen, T5X-compatible T5 in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="ptjax",
+    version="0.1.0",
+    description="Parameter-efficient prompt tuning of frozen T5 1.1 models in JAX/Flax, T5X-compatible.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["ptjax", "ptjax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30,<0.11",
+        "flax>=0.10,<0.13",
+        "optax>=0.2.3,<0.3",
+        "orbax-checkpoint>=0.6,<0.13",
+        "tensorstore>=0.1.65,<0.2",
+        "seqio>=0.0.19,<0.1",
+        "tensorflow-datasets>=4.9,<5",
+        "gin-config>=0.5,<0.6",
+        "absl-py>=1.4,<3",
+        "numpy>=1.26,<3",
+        "safetensors>=0.4,<1",
+        "ml_dtypes>=0.4,<1",
+        "msgpack>=1.0,<2",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10"],
+        # Only for scripts that build fixtures or compare against Hugging Face / PEFT.
+        # torch is pinned to the CPU wheel; an unpinned torch pulls GBs of CUDA.
+        "compare": ["torch==2.13.0", "transformers>=4.44,<6", "peft>=0.12,<1"],
+    },
+    entry_points={"console_scripts": ["ptjax-convert=ptjax.convert:run"]},
+)

@@ -1,0 +1,31 @@
+"""Shared test helpers: the real T5X fixtures in ../shared/fixtures and their configs."""
+
+import os
+
+import pytest
+
+from ptjax.model import T5Config, preset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_FIXTURES = os.path.normpath(os.path.join(ROOT, "..", "shared", "fixtures"))
+LOCAL_FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+# Configs stated in ../shared/fixtures/README.md.
+TENSORSTORE_CKPT = "t5x/tiny_tensorstore_checkpoint_3"
+TENSORSTORE_CONFIG = T5Config(emb_dim=4, num_heads=2, head_dim=2, mlp_dim=8,
+                              num_encoder_layers=2, num_decoder_layers=2,
+                              relative_attention_num_buckets=4,
+                              relative_attention_max_distance=8)
+INLINE_CKPT = "t5x/tiny_inline.checkpoint_0"
+INLINE_CONFIG = preset("tiny")
+
+
+def shared_fixture(relative: str) -> str:
+  """Path of a file in ../shared/fixtures: fails under CI=true if absent, skips elsewhere."""
+  path = os.path.join(SHARED_FIXTURES, relative)
+  if not os.path.exists(path):
+    message = f"shared fixture {relative} not found at {path}"
+    if os.environ.get("CI") == "true":
+      pytest.fail(message + " (CI must have ../shared beside the clone)")
+    pytest.skip(message + " (a user's clone has no ../shared)")
+  return path

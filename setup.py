@@ -24,6 +24,7 @@ setuptools.setup(
         "safetensors>=0.4,<1",
         "ml_dtypes>=0.4,<1",
         "msgpack>=1.0,<2",
+        "tensorboard>=2.15,<3",
     ],
     extras_require={
         "test": ["pytest>=8,<10"],

@@ -57,10 +57,7 @@ def _unchunk(tree):
 def checkpoint_file(path: str) -> str:
   """The msgpack file of a checkpoint folder, or the path itself for a single file."""
   candidate = storage.join(path, CHECKPOINT_FILE)
-  if storage.is_gcs(path):
-    return candidate if storage.exists(candidate) else path
-  import os  # Local only.
-  return candidate if os.path.isdir(path) else path
+  return candidate if storage.exists(candidate) else path
 
 
 def _read_target(stream, source: str) -> dict:

@@ -21,6 +21,11 @@ def shift_right(targets: Array, bos_id: int = 0) -> Array:
   return jnp.pad(targets, ((0, 0), (1, 0)), constant_values=bos_id)[:, :-1]
 
 
+def _as_variables(tree) -> dict:
+  """Accepts a params tree or a full variables dict ({'params': ..., 'prompt': ...})."""
+  return tree if "params" in tree else {"params": tree}
+
+
 def _encoded(model, variables, encoder_input_tokens, encoded, encoder_mask):
   if encoded is not None:
     if encoder_mask is None:
@@ -28,11 +33,11 @@ def _encoded(model, variables, encoder_input_tokens, encoded, encoder_mask):
     return encoded, encoder_mask
   if encoder_input_tokens is None:
     raise ValueError("Pass encoder_input_tokens, or encoded and encoder_mask.")
-  return (model.apply(variables, encoder_input_tokens, method=T5.encode),
-          encoder_input_tokens > 0)
+  # By name, so subclasses (a prompted T5) widen the mask in their override.
+  return model.apply(variables, encoder_input_tokens, method="encode_inputs")
 
 
-def generate(model: T5, params, encoder_input_tokens: Optional[Array] = None, *,
+def generate(model: T5, variables, encoder_input_tokens: Optional[Array] = None, *,
              encoded: Optional[Array] = None, encoder_mask: Optional[Array] = None,
              max_decode_length: int, method: str = "greedy", num_beams: int = 4,
              alpha: float = 0.6, temperature: float = 1.0, topk: int = 0, topp: float = 0.0,
@@ -43,7 +48,7 @@ def generate(model: T5, params, encoder_input_tokens: Optional[Array] = None, *,
   Returns (tokens [batch, max_decode_length], 0 after EOS; scores [batch]): summed
   log-probabilities for greedy/sample, the length-normalised beam score for 'beam'.
   """
-  variables = {"params": params}
+  variables = _as_variables(variables)
   encoded, encoder_mask = _encoded(model, variables, encoder_input_tokens, encoded, encoder_mask)
   batch_size = encoded.shape[0]
   cache = model.apply(variables, encoded, max_decode_length, method=T5.init_decode_cache)
@@ -67,14 +72,14 @@ def generate(model: T5, params, encoder_input_tokens: Optional[Array] = None, *,
       topk=topk, topp=topp)
 
 
-def score(model: T5, params, decoder_target_tokens: Array,
+def score(model: T5, variables, decoder_target_tokens: Array,
           encoder_input_tokens: Optional[Array] = None, *,
           encoded: Optional[Array] = None, encoder_mask: Optional[Array] = None) -> Array:
   """Summed log-likelihood of each target [batch, length] (0 = padding) -> [batch].
 
   One teacher-forced decoder pass; the basis of rank classification.
   """
-  variables = {"params": params}
+  variables = _as_variables(variables)
   encoded, encoder_mask = _encoded(model, variables, encoder_input_tokens, encoded, encoder_mask)
   logits = model.apply(variables, encoded, encoder_mask, shift_right(decoder_target_tokens),
                        decoder_target_tokens, method=T5.decode)

@@ -263,6 +263,15 @@ class T5(nn.Module):
                        "[batch, length]: padding cannot be inferred from embeddings.")
     return self.encoder(encoder_embeddings, encoder_mask, enable_dropout)
 
+  def encode_inputs(self, encoder_input_tokens: Array,
+                    enable_dropout: bool = False) -> tuple[Array, Array]:
+    """Tokens [batch, length] -> (encoded [batch, length', embed], mask [batch, length']).
+
+    The one place models that add encoder positions (prompts) override; `__call__`,
+    `inference.generate` and `inference.score` all go through it.
+    """
+    return self.encode(encoder_input_tokens, enable_dropout), encoder_input_tokens > 0
+
   def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
              decoder_target_tokens: Optional[Array] = None,
              enable_dropout: bool = False) -> Array:
@@ -274,9 +283,9 @@ class T5(nn.Module):
                decoder_target_tokens: Optional[Array] = None,
                enable_dropout: bool = False) -> Array:
     """T5X's signature: token ids in, logits [batch, target_len, vocab] out."""
-    encoded = self.encode(encoder_input_tokens, enable_dropout)
-    return self.decode(encoded, encoder_input_tokens > 0, decoder_input_tokens,
-                       decoder_target_tokens, enable_dropout)
+    encoded, encoder_mask = self.encode_inputs(encoder_input_tokens, enable_dropout)
+    return self.decode(encoded, encoder_mask, decoder_input_tokens, decoder_target_tokens,
+                       enable_dropout)
 
   def init_decode_cache(self, encoded: Array, max_decode_length: int) -> DecodeCache:
     return self.decoder.init_cache(encoded, max_decode_length)

@@ -1,0 +1,1 @@
+"""seqio tasks, vocabularies, metrics and the batch pipeline. No JAX model code here."""

@@ -1,0 +1,101 @@
+r"""ptjax entry point: gin files pick the run (train | eval | infer) and configure it.
+
+  python -m ptjax.main --gin_file=gin/models/t5_1_1_lm100k_base.gin \
+      --gin_file=gin/runs/prompt_tune.gin --gin_file=gin/prompts/class_labels.gin \
+      --gin.MODEL_DIR="'/tmp/rte'" --gin.MIXTURE_OR_TASK_NAME="'my_task'"
+
+`--gin.NAME=VALUE` is T5X's shorthand for `--gin_bindings='NAME = VALUE'`. Multi-host:
+pass --coordinator_address, --num_processes and --process_id on every host.
+"""
+
+import os
+import sys
+from typing import Optional, Sequence
+
+from absl import app, flags
+
+_GIN_FILE = flags.DEFINE_multi_string("gin_file", [], "Gin config files (searched in "
+                                      "--gin_search_paths).")
+_GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Individual gin bindings.")
+_GIN_SEARCH_PATHS = flags.DEFINE_list("gin_search_paths", [], "Extra folders for gin files "
+                                      "and includes; '.' and the repository's gin/ come first.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, "
+                                   "for multi-host runs (jax.distributed.initialize).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", None, "Simulated CPU devices (tests "
+                                        "and laptops); with multi-host CPU runs, uses gloo.")
+
+REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
+  """`--gin.NAME=VALUE` -> `--gin_bindings=NAME = VALUE` (T5X's convention)."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--gin."):
+      name, _, value = arg[len("--gin."):].partition("=")
+      out.append(f"--gin_bindings={name} = {value}")
+    else:
+      out.append(arg)
+  return out
+
+
+def _init_jax():
+  import jax
+  if _NUM_CPU_DEVICES.value:
+    jax.config.update("jax_num_cpu_devices", _NUM_CPU_DEVICES.value)
+  if _COORDINATOR.value:
+    if _NUM_CPU_DEVICES.value:
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+
+
+def _parse_gin():
+  import gin
+  for path in [".", REPO_GIN_DIR, *_GIN_SEARCH_PATHS.value]:
+    gin.add_config_file_search_path(path)
+  gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value,
+                                      finalize_config=True)
+
+
+def _model_dir() -> Optional[str]:
+  import gin
+  try:
+    return gin.query_parameter("%MODEL_DIR")
+  except ValueError:
+    return None
+
+
+def main(argv: Sequence[str]):
+  del argv
+  _init_jax()
+  import gin
+  import jax
+  from ptjax.checkpoints import CheckpointError
+  from ptjax.prompts import PromptFileError
+  try:
+    _parse_gin()
+    model_dir = _model_dir()
+    if model_dir and jax.process_index() == 0:
+      os.makedirs(model_dir, exist_ok=True)
+      with open(os.path.join(model_dir, "config.gin"), "w") as f:
+        f.write(gin.config_str())
+    from ptjax.train import entry
+    gin.get_configurable(entry.execute)()  # With the gin files' bindings.
+    if model_dir and jax.process_index() == 0:
+      with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
+        f.write(gin.operative_config_str())
+  except (ValueError, SyntaxError, CheckpointError, PromptFileError) as e:
+    # One actionable line instead of a traceback; gin wraps errors with its location.
+    message = str(e).split("\n  In call to configurable")[0].strip()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def run():
+  app.run(main, argv=rewrite_gin_args(sys.argv))
+
+
+if __name__ == "__main__":
+  run()

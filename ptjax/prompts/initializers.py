@@ -1,0 +1,105 @@
+"""Prompt initialisers: `init(rng, shape [P, embed], embedding [vocab, embed]) -> [P, embed]`.
+
+Built as closures so gin can select one (`prompt_init = @initializers.sampled_vocab()`);
+`embedding` is the *frozen, loaded* token embedding, needed by the vocabulary-based ones.
+"""
+
+from typing import Callable, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ptjax.prompts import io as prompt_io
+
+Array = jax.Array
+Initializer = Callable[[Array, tuple[int, int], Array], Array]
+
+
+class Vocabulary(Protocol):  # seqio.Vocabulary satisfies this.
+  def encode(self, s: str) -> Sequence[int]:
+    ...
+
+
+def random_uniform(scale: float = 0.5, nonnegative: bool = False) -> Initializer:
+  """Uniform in [-scale, scale] (the paper), or [0, scale) as the original code did."""
+  def init(rng, shape, embedding):
+    del embedding
+    low = 0.0 if nonnegative else -scale
+    return jax.random.uniform(rng, shape, jnp.float32, low, scale)
+  return init
+
+
+def sampled_vocab(max_id: int = 5000) -> Initializer:
+  """Rows of the embedding among the `max_id` most frequent tokens (SentencePiece ids are
+  frequency-ordered), without replacement while P <= max_id."""
+  def init(rng, shape, embedding):
+    ids = jax.random.choice(rng, min(max_id, embedding.shape[0]), (shape[0],),
+                            replace=shape[0] > min(max_id, embedding.shape[0]))
+    return jnp.asarray(embedding, jnp.float32)[ids]
+  return init
+
+
+def _label_rows(texts: Sequence[str], vocabulary: Vocabulary, embedding: Array) -> Array:
+  rows = []
+  for text in texts:
+    ids = list(vocabulary.encode(text))
+    if not ids:
+      raise ValueError(f"Prompt initialiser: {text!r} encodes to no tokens.")
+    rows.append(jnp.mean(jnp.asarray(embedding, jnp.float32)[jnp.asarray(ids)], axis=0))
+  return jnp.stack(rows)
+
+
+def class_labels(labels: Sequence[str], vocabulary: Vocabulary,
+                 fill: Initializer | None = None) -> Initializer:
+  """The paper's best init: position i is the embedding of label i (mean over its
+  SentencePiece pieces); the remaining positions come from `fill` (sampled vocab)."""
+  fill = fill or sampled_vocab()
+
+  def init(rng, shape, embedding):
+    if len(labels) > shape[0]:
+      raise ValueError(f"class_labels: {len(labels)} labels do not fit a prompt of length "
+                       f"{shape[0]}; raise PROMPT_LENGTH or drop labels.")
+    rows = _label_rows(labels, vocabulary, embedding)
+    return jnp.concatenate([rows, fill(rng, (shape[0] - len(labels), shape[1]), embedding)])
+  return init
+
+
+def from_text(text: str, vocabulary: Vocabulary, fill: Initializer | None = None) -> Initializer:
+  """Embeddings of the tokens of `text`, then `fill` (sampled vocab) for the rest."""
+  fill = fill or sampled_vocab()
+
+  def init(rng, shape, embedding):
+    ids = list(vocabulary.encode(text))
+    if len(ids) > shape[0]:
+      raise ValueError(f"from_text: the text has {len(ids)} tokens, more than the prompt "
+                       f"length {shape[0]}.")
+    rows = jnp.asarray(embedding, jnp.float32)[jnp.asarray(ids, jnp.int32)]
+    return jnp.concatenate([rows, fill(rng, (shape[0] - len(ids), shape[1]), embedding)])
+  return init
+
+
+def from_array(array) -> Initializer:
+  """A given [P, embed] array, shape-checked."""
+  def init(rng, shape, embedding):
+    del rng, embedding
+    value = np.asarray(array, np.float32)
+    if value.shape != tuple(shape):
+      raise ValueError(f"Prompt of shape {value.shape} does not fit the model: expected "
+                       f"[PROMPT_LENGTH, emb_dim] = {tuple(shape)}.")
+    return jnp.asarray(value)
+  return init
+
+
+def from_file(path: str) -> Initializer:
+  """A prompt from a `.npy` file (no pickle), a PEFT adapter or a ptjax run, shape-checked."""
+  def init(rng, shape, embedding):
+    try:
+      value = prompt_io.load_prompt(path)
+    except prompt_io.PromptFileError as e:
+      raise ValueError(f"PROMPT_FILE: {e}") from None
+    if value.shape != tuple(shape):
+      raise ValueError(f"PROMPT_FILE {path} has shape {value.shape} but the model needs "
+                       f"[PROMPT_LENGTH, emb_dim] = {tuple(shape)}.")
+    return from_array(value)(rng, shape, embedding)
+  return init

@@ -1,0 +1,63 @@
+"""Device mesh, logical-axis rules and shardings (T5X's 1-D/2-D data x model layout).
+
+Logical names on parameters and activations are mapped to the mesh axes `data` and
+`model` by `LOGICAL_AXIS_RULES`; a name mapped to None is replicated.
+"""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+# T5X's standard rules (model parallelism over vocab / mlp / heads) plus the prompt axes,
+# which stay replicated: a prompt is tiny and every data shard needs all of it.
+LOGICAL_AXIS_RULES = (
+    ("batch", "data"),
+    ("vocab", "model"),
+    ("embed", None),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("joined_kv", "model"),
+    ("relpos_buckets", None),
+    ("length", None),
+    ("prompt", None),
+    ("prompt_embed", None),
+)
+
+
+def make_mesh(num_partitions: int = 1, mesh_shape: Optional[Sequence[int]] = None,
+              devices: Optional[Sequence[Any]] = None) -> Mesh:
+  """A ('data', 'model') mesh over all devices: `num_partitions` model shards, the rest
+  data parallel; or an explicit `mesh_shape` (data, model)."""
+  devices = list(devices if devices is not None else jax.devices())
+  if mesh_shape is None:
+    if len(devices) % num_partitions:
+      raise ValueError(f"NUM_PARTITIONS={num_partitions} does not divide the "
+                       f"{len(devices)} devices.")
+    mesh_shape = (len(devices) // num_partitions, num_partitions)
+  if int(np.prod(mesh_shape)) != len(devices):
+    raise ValueError(f"MESH_SHAPE={tuple(mesh_shape)} needs {int(np.prod(mesh_shape))} "
+                     f"devices, found {len(devices)}.")
+  return Mesh(np.asarray(devices, dtype=object).reshape(mesh_shape), ("data", "model"))
+
+
+def logical_sharding(mesh: Mesh, logical_specs: Any) -> Any:
+  """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`."""
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_AXIS_RULES)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Batch arrays [batch, ...]: split over `data`."""
+  return NamedSharding(mesh, P("data"))
+
+
+def axis_rules():
+  """Context manager activating the rules for `nn.with_logical_constraint` in the model."""
+  return nn.logical_axis_rules(LOGICAL_AXIS_RULES)

@@ -1,0 +1,216 @@
+"""`train`, `evaluate` and `infer`: plain functions that gin files configure (as in T5X).
+
+A run: load the frozen model (T5X or HF checkpoint), add the prompt collection, split
+the variables into trainable / frozen by TRAINABLE regexes, shard both over a
+('data', 'model') mesh, then loop: batch -> jitted step -> periodic eval, orbax
+checkpoint, metrics. Resumes automatically from the newest checkpoint in MODEL_DIR.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ptjax import prompts
+from ptjax.checkpoints import load_checkpoint
+from ptjax.checkpoints.train_state import RunCheckpoints
+from ptjax.data import pipeline
+from ptjax.model import T5, T5Config, param_axes
+from ptjax.train import evaluation, optim, partitioning
+from ptjax.train.state import TrainState
+from ptjax.train.step import LossConfig, build_steps
+
+
+@dataclasses.dataclass
+class Run:
+  """A model with its variables placed on the mesh, split into what trains and what not."""
+  model: T5
+  config: T5Config
+  mesh: jax.sharding.Mesh
+  frozen: Any
+  frozen_shardings: Any
+  trainable: Any
+  trainable_shardings: Any
+
+
+def _global(tree: Any, shardings: Any) -> Any:
+  """Host arrays (identical on every process) -> global jax.Arrays with `shardings`."""
+  return jax.tree.map(
+      lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda idx: np.asarray(x)[idx]),
+      tree, shardings)
+
+
+def setup_run(model_config: T5Config, initial_checkpoint_path: str, prompt_length: int,
+              prompt_init: Optional[Callable], trainable: Sequence[str],
+              mesh: jax.sharding.Mesh, seed: int = 0) -> Run:
+  """Loads the frozen checkpoint, initialises the prompt, splits and shards the variables."""
+  _, params = load_checkpoint(initial_checkpoint_path, model_config, dtype="float32")
+  shardings = {"params": partitioning.logical_sharding(mesh, param_axes(model_config))}
+  variables = {"params": params}
+  if prompt_length:
+    model = prompts.PromptT5(model_config, prompt_length=prompt_length)
+    init = prompt_init or prompts.random_uniform()
+    shape = (prompt_length, model_config.emb_dim)
+    prompt = init(jax.random.PRNGKey(seed), shape, params["token_embedder"]["embedding"])
+    variables["prompt"] = {"prompt": np.asarray(prompt, np.float32)}
+    shardings["prompt"] = {"prompt": partitioning.logical_sharding(
+        mesh, jax.sharding.PartitionSpec(*prompts.PROMPT_AXES))}
+  else:
+    model = T5(model_config)
+  train_vars, frozen_vars = optim.split_trainable(variables, trainable)
+  train_sh, frozen_sh = optim.split_trainable(shardings, trainable)
+  return Run(model, model_config, mesh, _global(frozen_vars, frozen_sh), frozen_sh,
+             _global(train_vars, train_sh), train_sh)
+
+
+def init_state(run: Run, optimizer: optax.GradientTransformation,
+               seed: int = 0) -> tuple[TrainState, TrainState]:
+  """(state, state_shardings); the optimizer state is created already sharded."""
+  create = lambda t: TrainState.create(t, optimizer, seed)
+  abstract = jax.eval_shape(create, run.trainable)
+  scalar = partitioning.replicated(run.mesh)
+  shardings = TrainState(
+      step=scalar, trainable=run.trainable_shardings,
+      opt_state=optim.opt_state_shardings(abstract.opt_state, abstract.trainable,
+                                          run.trainable_shardings, scalar),
+      rng=scalar)
+  return jax.jit(create, out_shardings=shardings)(run.trainable), shardings
+
+
+class _Log:
+  """Progress lines on stdout and JSONL + TensorBoard scalars in MODEL_DIR (host 0 only)."""
+
+  def __init__(self, model_dir: str):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(model_dir, "metrics.jsonl")
+    self._writers = {}
+    self._model_dir = model_dir
+
+  def scalars(self, kind: str, step: int, values: Mapping[str, float]):
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+    import tensorflow as tf  # Heavy; TensorBoard event files only.
+    if kind not in self._writers:
+      self._writers[kind] = tf.summary.create_file_writer(os.path.join(self._model_dir, kind))
+    with self._writers[kind].as_default():
+      for name, value in values.items():
+        tf.summary.scalar(name, value, step=step)
+    self._writers[kind].flush()
+
+  def line(self, text: str):
+    if self.enabled:
+      print(text, flush=True)
+
+
+def _improved(metric: str, value: float, best: Optional[float]) -> bool:
+  lower_is_better = metric.endswith("loss")
+  return best is None or (value < best if lower_is_better else value > best)
+
+
+def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
+          batch_size: int, train_steps: int, model_config: T5Config,
+          initial_checkpoint_path: str, prompt_length: int = 100,
+          prompt_init: Optional[Callable] = None, trainable: Sequence[str] = optim.PROMPT_ONLY,
+          optimizer: Optional[optax.GradientTransformation] = None,
+          loss: LossConfig = LossConfig(), num_partitions: int = 1,
+          mesh_shape: Optional[Sequence[int]] = None, save_every: int = 1000,
+          keep_checkpoints: int = 3, eval_every: int = 1000, eval_split: str = "validation",
+          eval_batches: Optional[int] = None, decode_in_eval: bool = True,
+          best_metric: str = "loss", log_every: int = 100, seed: int = 0,
+          shuffle: bool = True, pack: bool = False) -> dict:
+  """Prompt-tunes (or, with TRAINABLE=['.*'] and prompt_length=0, model-tunes) a frozen T5.
+
+  Returns the last evaluation's metrics. Checkpoints hold only trained variables,
+  optimizer state, step, RNG and data position; the frozen model is reloaded from
+  `initial_checkpoint_path` on resume.
+  """
+  if pack:
+    pipeline.batches(mixture_or_task_name, task_feature_lengths, "train", batch_size, pack=True)
+  pipeline.get_task(mixture_or_task_name)  # Unknown task: fail before loading any weights.
+  optimizer = optimizer or optim.paper_adafactor()
+  mesh = partitioning.make_mesh(num_partitions, mesh_shape)
+  run = setup_run(model_config, initial_checkpoint_path, prompt_length, prompt_init, trainable,
+                  mesh, seed)
+  state, state_shardings = init_state(run, optimizer, seed)
+  steps = build_steps(run.model, optimizer, mesh, state_shardings, run.frozen_shardings, loss,
+                      dropout=model_config.dropout_rate > 0)
+  log = _Log(model_dir)
+  checkpoints = RunCheckpoints(os.path.join(model_dir, "checkpoints"), save_every,
+                               keep_checkpoints)
+  start = checkpoints.latest_step() or 0
+  if start:
+    restored = checkpoints.restore(start, _saved(state))
+    state = TrainState(**{k: restored[k] for k in ("step", "trainable", "opt_state", "rng")})
+    log.line(f"Resumed from {model_dir}/checkpoints/{start}.")
+  evaluator = evaluation.Evaluator(run, steps, state_shardings, mixture_or_task_name,
+                                   task_feature_lengths, batch_size, eval_split, eval_batches,
+                                   decode_in_eval)
+  data = pipeline.batches(mixture_or_task_name, task_feature_lengths, "train", batch_size,
+                          shuffle=shuffle, seed=seed, skip_batches=start,
+                          host_index=jax.process_index(), host_count=jax.process_count())
+  batch_sharding = partitioning.batch_sharding(mesh)
+  best = _read_best(model_dir)
+  metrics, tic, tic_step = {}, time.perf_counter(), start
+  for step in range(start + 1, train_steps + 1):
+    batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
+             for k, v in next(data).items()}
+    state, train_metrics = steps.train(state, run.frozen, batch)
+    if step % log_every == 0 or step == train_steps:
+      values = {k: float(v) for k, v in train_metrics.items()}  # The only sync point.
+      elapsed = time.perf_counter() - tic
+      rate = (step - tic_step) / max(elapsed, 1e-9)
+      scalars = {"loss": values["loss"] / max(values["tokens"], 1.0),
+                 "z_loss": values["z_loss"] / max(values["tokens"], 1.0),
+                 "steps_per_second": rate, "examples_per_second": rate * batch_size}
+      log.scalars("train", step, scalars)
+      log.line(f"step {step}/{train_steps}  {rate:.2f} steps/s  "
+               f"{rate * batch_size:.1f} examples/s  loss {scalars['loss']:.4f}")
+      tic, tic_step = time.perf_counter(), step
+    if step % eval_every == 0 or step == train_steps:
+      metrics = evaluator.run(state, step, model_dir)
+      log.scalars("eval", step, metrics)
+      log.line(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+      if best_metric in metrics and _improved(best_metric, metrics[best_metric],
+                                              best and best["value"]):
+        best = {"step": step, "metric": best_metric, "value": metrics[best_metric]}
+        _export(run, state, os.path.join(model_dir, "best"), best)
+    if step % save_every == 0 or step == train_steps:
+      checkpoints.save(step, _saved(state), force=True)
+  checkpoints.close()
+  _export(run, state, model_dir, None)
+  return metrics
+
+
+def _saved(state: TrainState) -> dict:
+  return {"step": state.step, "trainable": state.trainable, "opt_state": state.opt_state,
+          "rng": state.rng, "data_position": state.step}
+
+
+def _read_best(model_dir: str) -> Optional[dict]:
+  path = os.path.join(model_dir, "best", "best.json")
+  return json.load(open(path)) if os.path.exists(path) else None
+
+
+def _export(run: Run, state: TrainState, folder: str, record: Optional[dict]):
+  """prompt.npy + a PEFT adapter (+ best.json) of the current prompt, from host 0."""
+  prompt = state.trainable.get("prompt", {}).get("prompt")
+  if prompt is None:
+    return
+  value = np.asarray(jax.experimental.multihost_utils.process_allgather(prompt, tiled=True))
+  if jax.process_index() != 0:
+    return
+  os.makedirs(folder, exist_ok=True)
+  prompts.save_npy(value, os.path.join(folder, "prompt.npy"))
+  prompts.save_peft(value, os.path.join(folder, "peft_adapter"),
+                    num_layers=run.config.num_encoder_layers, num_heads=run.config.num_heads)
+  if record is not None:
+    with open(os.path.join(folder, "best.json"), "w") as f:
+      json.dump(record, f)

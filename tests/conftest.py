@@ -29,3 +29,19 @@ def shared_fixture(relative: str) -> str:
       pytest.fail(message + " (CI must have ../shared beside the clone)")
     pytest.skip(message + " (a user's clone has no ../shared)")
   return path
+
+
+# A tiny random T5 with a 128-token vocabulary, saved as a T5X checkpoint by ptjax.
+RANDOM_CONFIG = T5Config(vocab_size=128, emb_dim=64, num_heads=4, head_dim=16, mlp_dim=128,
+                         num_encoder_layers=2, num_decoder_layers=2)
+
+
+@pytest.fixture(scope="session")
+def random_t5x_checkpoint(tmp_path_factory):
+  import jax
+
+  from ptjax.checkpoints import save_t5x
+  from ptjax.model import init_params
+  path = str(tmp_path_factory.mktemp("random_t5") / "checkpoint_0")
+  save_t5x(init_params(RANDOM_CONFIG, jax.random.PRNGKey(0)), path)
+  return path

@@ -27,7 +27,10 @@ def batches(task_name: str, feature_lengths: Mapping[str, int], split: str, batc
             skip_batches: int = 0, host_index: int = 0, host_count: int = 1,
             drop_remainder: bool = True, max_examples: Optional[int] = None,
             ) -> Iterator[dict[str, np.ndarray]]:
-  """Yields this host's rows [batch_size // host_count, ...] of each global batch."""
+  """Iterator over this host's rows [batch_size // host_count, ...] of each global batch.
+
+  Arguments are checked now, not at the first `next`.
+  """
   if pack:
     raise ValueError("Packing is not supported with prompt tuning: a prompt is prepended to "
                      "each example, so packed examples would share and misplace it. Set "
@@ -43,5 +46,5 @@ def batches(task_name: str, feature_lengths: Mapping[str, int], split: str, batc
     ds = ds.take(max_examples)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder).skip(skip_batches)
   local = batch_size // host_count
-  for batch in ds.as_numpy_iterator():
-    yield {k: v[host_index * local:(host_index + 1) * local] for k, v in batch.items()}
+  return ({k: v[host_index * local:(host_index + 1) * local] for k, v in batch.items()}
+          for batch in ds.as_numpy_iterator())

@@ -1,0 +1,184 @@
+"""End to end through `python -m ptjax.main` on the tiny T5X checkpoint and a TSV task:
+files written, eval/infer, sharded and multi-host equivalence, kill and resume, errors."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import INLINE_CKPT, ROOT, shared_fixture
+
+WORDS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum"]
+
+
+def write_task(folder):
+  rng = np.random.default_rng(0)
+  paths = {}
+  for split, n in (("train", 64), ("validation", 10)):
+    path = os.path.join(folder, f"{split}.tsv")
+    with open(path, "w") as f:
+      f.write("inputs\ttargets\n")
+      for w in rng.choice(WORDS, n):
+        f.write(f"is {w} sweet?\t{'yes' if len(w) % 2 else 'no'}\n")
+    paths[split] = path
+  return paths
+
+
+def cli(model_dir, *flags, run="prompt_tune", env=None, check=True, wait=True, task_dir=None):
+  task = write_task(task_dir or os.path.dirname(model_dir))
+  args = [sys.executable, "-m", "ptjax.main", "--gin_file=gin/models/t5_1_1_tiny.gin",
+          f"--gin_file=gin/runs/{run}.gin", "--gin_file=gin/tasks/text_files.gin",
+          f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_FILE='{task['train']}'",
+          f"--gin.VALIDATION_FILE='{task['validation']}'",
+          f"--gin.VOCAB_PATH='{shared_fixture('t5_vocab/sentencepiece.model')}'",
+          f"--gin.INITIAL_CHECKPOINT_PATH='{shared_fixture(INLINE_CKPT)}'",
+          "--gin.BATCH_SIZE=8", "--gin.PROMPT_LENGTH=5",
+          "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}", *flags]
+  if run == "prompt_tune":
+    # A small learning rate: at the paper's 0.3 this random tiny model is chaotic, and
+    # float32 reduction-order noise between shardings (1e-7) grows past 1e-5 in 12 steps.
+    args += ["--gin.TRAIN_STEPS=12", "--gin.SAVING_PERIOD=4", "--gin.EVAL_PERIOD=6",
+             "--gin.trainer.train.log_every=1", "--gin.LEARNING_RATE=0.01"]
+  full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+  proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  if not wait:
+    return proc
+  out, err = proc.communicate(timeout=600)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"CLI failed ({proc.returncode}):\n{err[-3000:]}")
+  return proc.returncode, out, err
+
+
+def train_losses(model_dir):
+  rows = [json.loads(l) for l in open(os.path.join(model_dir, "metrics.jsonl"))]
+  return [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+  model_dir = str(tmp_path_factory.mktemp("cli") / "run")
+  _, out, _ = cli(model_dir)
+  return model_dir, out
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+  """The same run on 8 simulated CPU devices, mesh 4 (data) x 2 (model)."""
+  model_dir = str(tmp_path_factory.mktemp("cli") / "sharded")
+  cli(model_dir, "--num_cpu_devices=8", "--gin.MESH_SHAPE=(4, 2)")
+  return model_dir
+
+
+def test_train_writes_config_checkpoints_metrics_and_prompt(baseline):
+  model_dir, out = baseline
+  assert "step 12/12" in out and "examples/s" in out and "steps/s" in out
+  config = open(os.path.join(model_dir, "config.gin")).read()
+  assert "MODEL_DIR = '" in config and "PROMPT_LENGTH = 5" in config
+  assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == ["12", "4", "8"]
+  steps = [s for s, _ in train_losses(model_dir)]
+  assert steps == list(range(1, 13))
+  metrics = json.load(open(os.path.join(model_dir, "eval", "ptjax_text_task",
+                                        "step_12.metrics.json")))
+  assert set(metrics) >= {"loss", "accuracy", "step"}
+  rows = [json.loads(l) for l in open(os.path.join(model_dir, "eval", "ptjax_text_task",
+                                                   "step_12.jsonl"))]
+  assert len(rows) == 10 and set(rows[0]) == {"input", "target", "prediction"}
+  assert rows[0]["input"].startswith("is ")
+  assert np.load(os.path.join(model_dir, "prompt.npy")).shape == (5, 8)
+  best = json.load(open(os.path.join(model_dir, "best", "best.json")))
+  assert best["metric"] == "loss" and best["step"] in (6, 12)
+  assert os.listdir(os.path.join(model_dir, "train"))  # TensorBoard event files.
+
+
+def test_eval_and_infer_on_the_result(baseline, tmp_path):
+  model_dir, _ = baseline
+  _, out, _ = cli(model_dir, run="eval", task_dir=str(tmp_path))
+  result = json.loads(out.strip().splitlines()[-1])
+  trained = json.load(open(os.path.join(model_dir, "eval", "ptjax_text_task",
+                                        "step_12.metrics.json")))
+  assert result["loss"] == pytest.approx(trained["loss"], rel=1e-5)
+  assert os.path.exists(os.path.join(model_dir, "eval", "ptjax_text_task", "step_0.jsonl"))
+  # infer with the exported PEFT adapter instead of the run's checkpoint.
+  cli(model_dir, f"--gin.PROMPT_FILE='{model_dir}/peft_adapter'", run="infer",
+      task_dir=str(tmp_path))
+  rows = [json.loads(l) for l in open(os.path.join(model_dir, "infer", "ptjax_text_task",
+                                                   "step_0.jsonl"))]
+  evals = [json.loads(l) for l in open(os.path.join(model_dir, "eval", "ptjax_text_task",
+                                                    "step_12.jsonl"))]
+  assert [r["prediction"] for r in rows] == [r["prediction"] for r in evals]
+
+
+def test_4x2_mesh_matches_one_device(baseline, sharded):
+  model_dir, _ = baseline
+  assert len(train_losses(sharded)) == 12
+  for (s1, l1), (s2, l2) in zip(train_losses(model_dir), train_losses(sharded)):
+    assert s1 == s2 and l1 == pytest.approx(l2, abs=1e-5)
+  np.testing.assert_allclose(np.load(f"{sharded}/prompt.npy"), np.load(f"{model_dir}/prompt.npy"),
+                             atol=1e-5)
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one(sharded, tmp_path):
+  multi = str(tmp_path / "multi")
+  port = free_port()
+  procs = [cli(multi, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+               f"--process_id={i}", "--num_cpu_devices=4", "--gin.MESH_SHAPE=(4, 2)",
+               wait=False) for i in range(2)]
+  for p in procs:
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  np.testing.assert_allclose(np.load(f"{multi}/prompt.npy"), np.load(f"{sharded}/prompt.npy"),
+                             atol=1e-5)
+  for (s1, l1), (s2, l2) in zip(train_losses(sharded), train_losses(multi)):
+    assert s1 == s2 and l1 == pytest.approx(l2, abs=1e-5)
+
+
+def test_sigkill_and_resume_ends_with_the_same_prompt(baseline, tmp_path):
+  model_dir, _ = baseline
+  killed = str(tmp_path / "killed")
+  proc = cli(killed, wait=False)
+  marker = os.path.join(killed, "checkpoints", "4", "commit_success.txt")
+  deadline = time.time() + 300
+  while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  assert proc.returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(killed, "prompt.npy")), "finished before the kill"
+  _, out, _ = cli(killed)
+  assert "Resumed from" in out
+  np.testing.assert_allclose(np.load(f"{killed}/prompt.npy"), np.load(f"{model_dir}/prompt.npy"),
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--gin.INITIAL_CHECKPOINT_PATH='/no/such/checkpoint'"], "does not exist"),
+    (["--gin.MIXTURE_OR_TASK_NAME='no_such_task'"], "Unknown task 'no_such_task'"),
+    (["--gin.TRAINABLE=['prompt']"], "matches no variable"),
+    (["--gin.trainer.train.pack=True"], "Packing is not supported"),
+])
+def test_one_line_errors(tmp_path, flags, message):
+  code, out, err = cli(str(tmp_path / "run"), *flags, check=False)
+  assert code == 2
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last and "Traceback" not in err
+
+
+def test_prompt_file_of_wrong_shape_is_one_line_error(tmp_path):
+  np.save(tmp_path / "p.npy", np.zeros((7, 8), np.float32))
+  code, _, err = cli(str(tmp_path / "run"), "--gin_file=gin/prompts/from_file.gin",
+                     f"--gin.PROMPT_FILE='{tmp_path}/p.npy'", check=False)
+  last = err.strip().splitlines()[-1]
+  assert code == 2 and "has shape (7, 8) but the model needs" in last and "(5, 8)" in last

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 
 _GIN_FILE = flags.DEFINE_multi_string("gin_file", [], "Gin config files (searched in "
                                       "--gin_search_paths).")
@@ -69,6 +69,8 @@ def _model_dir() -> Optional[str]:
 
 def main(argv: Sequence[str]):
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax/seqio INFO chatter hides the progress.
   _init_jax()
   import gin
   import jax
@@ -76,15 +78,21 @@ def main(argv: Sequence[str]):
   from ptjax.prompts import PromptFileError
   try:
     _parse_gin()
+  except Exception as e:  # Any gin parse failure is a config problem: report it in a line.
+    message = " ".join(str(e).split())
+    print(f"error: gin config: {type(e).__name__}: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
+  try:
     model_dir = _model_dir()
     if model_dir and jax.process_index() == 0:
+      # The full config now (a crashed run keeps it); the operative one replaces it at the end.
       os.makedirs(model_dir, exist_ok=True)
       with open(os.path.join(model_dir, "config.gin"), "w") as f:
         f.write(gin.config_str())
     from ptjax.train import entry
     gin.get_configurable(entry.execute)()  # With the gin files' bindings.
     if model_dir and jax.process_index() == 0:
-      with open(os.path.join(model_dir, "operative_config.gin"), "w") as f:
+      with open(os.path.join(model_dir, "config.gin"), "w") as f:
         f.write(gin.operative_config_str())
   except (ValueError, SyntaxError, CheckpointError, PromptFileError) as e:
     # One actionable line instead of a traceback; gin wraps errors with its location.

@@ -21,7 +21,7 @@ from ptjax import prompts
 from ptjax.checkpoints import load_checkpoint
 from ptjax.checkpoints.train_state import RunCheckpoints
 from ptjax.data import pipeline
-from ptjax.model import T5, T5Config, param_axes
+from ptjax.model import T5, T5Config, init_params, param_axes
 from ptjax.train import evaluation, optim, partitioning
 from ptjax.train.state import TrainState
 from ptjax.train.step import LossConfig, build_steps
@@ -46,11 +46,24 @@ def _global(tree: Any, shardings: Any) -> Any:
       tree, shardings)
 
 
-def setup_run(model_config: T5Config, initial_checkpoint_path: str, prompt_length: int,
+def setup_run(model_config: T5Config, initial_checkpoint_path: Optional[str],
+              prompt_length: int, prompt_init: Optional[Callable], trainable: Sequence[str],
+              mesh: jax.sharding.Mesh, seed: int = 0) -> Run:
+  """Loads the frozen checkpoint (None: a seeded random model, for smoke runs only), then
+  `build_run`."""
+  if initial_checkpoint_path is None:
+    print("INITIAL_CHECKPOINT_PATH is None: the frozen model is randomly initialised.",
+          flush=True)
+    params = jax.tree.map(np.asarray, init_params(model_config, jax.random.PRNGKey(seed)))
+  else:
+    _, params = load_checkpoint(initial_checkpoint_path, model_config, dtype="float32")
+  return build_run(model_config, params, prompt_length, prompt_init, trainable, mesh, seed)
+
+
+def build_run(model_config: T5Config, params: Any, prompt_length: int,
               prompt_init: Optional[Callable], trainable: Sequence[str],
               mesh: jax.sharding.Mesh, seed: int = 0) -> Run:
-  """Loads the frozen checkpoint, initialises the prompt, splits and shards the variables."""
-  _, params = load_checkpoint(initial_checkpoint_path, model_config, dtype="float32")
+  """Initialises the prompt (from the given frozen params), splits and shards variables."""
   shardings = {"params": partitioning.logical_sharding(mesh, param_axes(model_config))}
   variables = {"params": params}
   if prompt_length:

@@ -79,9 +79,14 @@ def sharded(tmp_path_factory):
 def test_train_writes_config_checkpoints_metrics_and_prompt(baseline):
   model_dir, out = baseline
   assert "step 12/12" in out and "examples/s" in out and "steps/s" in out
-  config = open(os.path.join(model_dir, "config.gin")).read()
+  config = open(os.path.join(model_dir, "config.gin")).read()  # The operative config.
   assert "MODEL_DIR = '" in config and "PROMPT_LENGTH = 5" in config
+  assert "trainer.train:" in config and "batch_size = %BATCH_SIZE" in config
   assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == ["12", "4", "8"]
+  # A run checkpoint holds the prompt and its optimizer state, not the 2 MB frozen model.
+  ckpt = os.path.join(model_dir, "checkpoints", "12")
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ckpt) for f in fs)
+  assert size < 200_000, size
   steps = [s for s, _ in train_losses(model_dir)]
   assert steps == list(range(1, 13))
   metrics = json.load(open(os.path.join(model_dir, "eval", "ptjax_text_task",

@@ -4,12 +4,6 @@
 # Extra arguments go to `python -m ptjax.main`, e.g. --gin.TRAIN_STEPS=100.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e .
-export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}" TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-3}"
+source scripts/venv.sh
 exec .venv/bin/python -m ptjax.main --gin_file=gin/runs/quickstart.gin \
   --gin.MODEL_DIR="'${MODEL_DIR:-/tmp/ptjax_quickstart}'" "$@"

@@ -129,19 +129,25 @@ class DecoderLayer(_Block):
     return x, {"self": new_self[0], "cross": cache["cross"]}
 
 
+def _stack(config: T5Config, layer: type, num_layers: int, bidirectional: bool):
+  """(relpos_bias, layers, final norm, dropout) of one stack; called from `setup`."""
+  c = config
+  relpos = layers.RelativePositionBiases(
+      c.relative_attention_num_buckets, c.relative_attention_max_distance, c.num_heads,
+      bidirectional=bidirectional, dtype=c.activation_dtype)
+  layer_cls = _layer_class(layer, c)
+  return (relpos, [layer_cls(c) for _ in range(num_layers)],
+          layers.RMSNorm(c.layer_norm_epsilon, c.activation_dtype),
+          nn.Dropout(c.dropout_rate, broadcast_dims=(-2,)))
+
+
 class Encoder(nn.Module):
   """Embedded inputs -> encoded [batch, length, embed]."""
   config: T5Config
 
   def setup(self):
-    c = self.config
-    self.relpos_bias = layers.RelativePositionBiases(
-        c.relative_attention_num_buckets, c.relative_attention_max_distance, c.num_heads,
-        bidirectional=True, dtype=c.activation_dtype)
-    layer_cls = _layer_class(EncoderLayer, c)
-    self.layers = [layer_cls(c) for _ in range(c.num_encoder_layers)]
-    self.encoder_norm = layers.RMSNorm(c.layer_norm_epsilon, c.activation_dtype)
-    self.dropout = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
+    self.relpos_bias, self.layers, self.encoder_norm, self.dropout = _stack(
+        self.config, EncoderLayer, self.config.num_encoder_layers, bidirectional=True)
 
   def __call__(self, embeddings: Array, mask: Array, enable_dropout: bool = False) -> Array:
     """embeddings: [batch, length, embed]; mask: [batch, length] (nonzero = real token)."""
@@ -164,13 +170,8 @@ class Decoder(nn.Module):
 
   def setup(self):
     c = self.config
-    self.relpos_bias = layers.RelativePositionBiases(
-        c.relative_attention_num_buckets, c.relative_attention_max_distance, c.num_heads,
-        bidirectional=False, dtype=c.activation_dtype)
-    layer_cls = _layer_class(DecoderLayer, c)
-    self.layers = [layer_cls(c) for _ in range(c.num_decoder_layers)]
-    self.decoder_norm = layers.RMSNorm(c.layer_norm_epsilon, c.activation_dtype)
-    self.dropout = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
+    self.relpos_bias, self.layers, self.decoder_norm, self.dropout = _stack(
+        c, DecoderLayer, c.num_decoder_layers, bidirectional=False)
     if not c.logits_via_embedding:
       self.logits_dense = layers.Dense(c.vocab_size, ("embed", "vocab"),
                                        dtype=c.activation_dtype)

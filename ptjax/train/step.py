@@ -68,8 +68,10 @@ def build_steps(model, optimizer: optax.GradientTransformation, mesh: Mesh,
     return _loss(model, loss_config, state.trainable, frozen, batch, None)[1]
 
   def with_rules(fn):
+    # Traced under the mesh and the logical rules, so the model's activation constraints
+    # (`constrain`) become real sharding constraints.
     def wrapped(*args):
-      with partitioning.axis_rules():
+      with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), partitioning.axis_rules():
         return fn(*args)
     return wrapped
 

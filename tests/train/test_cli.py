@@ -187,3 +187,16 @@ def test_prompt_file_of_wrong_shape_is_one_line_error(tmp_path):
                      f"--gin.PROMPT_FILE='{tmp_path}/p.npy'", check=False)
   last = err.strip().splitlines()[-1]
   assert code == 2 and "has shape (7, 8) but the model needs" in last and "(5, 8)" in last
+
+
+def test_model_tuning_run_is_the_same_trainer(tmp_path):
+  model_dir = str(tmp_path / "model_tune")
+  _, out, _ = cli(model_dir, "--gin.PROMPT_LENGTH=0", "--gin.TRAIN_STEPS=2",
+                  "--gin.SAVING_PERIOD=2", "--gin.EVAL_PERIOD=2", run="model_tune")
+  assert "step 2/2" in out
+  assert not os.path.exists(os.path.join(model_dir, "prompt.npy"))  # No prompt at all.
+  import orbax.checkpoint as ocp
+  tree = ocp.StandardCheckpointer().restore(os.path.join(model_dir, "checkpoints", "2",
+                                                         "default"))
+  assert set(tree["trainable"]) == {"params"}
+  assert tree["trainable"]["params"]["token_embedder"]["embedding"].shape == (32128, 8)

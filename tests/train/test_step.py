@@ -73,3 +73,11 @@ def test_model_tuning_trains_every_weight(random_t5x_checkpoint):
   moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(b) - a).max()), before,
                        state.trainable)
   assert min(jax.tree.leaves(moved)) > 0
+
+
+def test_step_is_one_jit_with_activation_constraints_and_donation(random_t5x_checkpoint):
+  run, state, steps = make(RANDOM_CONFIG, random_t5x_checkpoint, prompt_length=4)
+  lowered = steps.train.lower(state, run.frozen, fixed_batch(RANDOM_CONFIG.vocab_size))
+  text = lowered.as_text()
+  assert text.count("sharding_constraint") > 10  # The model's logical constraints are live.
+  assert "tf.aliasing_output" in text or "jax.buffer_donor" in text  # State is donated.

@@ -27,7 +27,7 @@ setuptools.setup(
         "tensorboard>=2.15,<3",
     ],
     extras_require={
-        "test": ["pytest>=8,<10"],
+        "test": ["pytest>=8,<10", "scikit-learn>=1.3,<2"],
         # Only for scripts that build fixtures or compare against Hugging Face / PEFT.
         # torch is pinned to the CPU wheel; an unpinned torch pulls GBs of CUDA.
         "compare": ["torch==2.13.0", "transformers>=4.44,<6", "peft>=0.12,<1"],

@@ -1,11 +1,122 @@
-"""Metrics with seqio's signature `(targets, predictions) -> {name: value}`, in percent."""
+"""Official metric definitions with seqio's signature `(targets, predictions) -> {name: value}`,
+all in percent.
 
-from typing import Sequence
+Classification metrics take class ids; a prediction that is not a legal label arrives
+as -1 (see `postprocessors.label_to_id`) and always counts as wrong.
+"""
+
+import collections
+import re
+import string
+from typing import Mapping, Sequence
+
+import numpy as np
+
+INVALID = -1
 
 
-def accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-  """Exact string match, in percent."""
+def accuracy(targets: Sequence, predictions: Sequence) -> dict[str, float]:
+  """Exact match of labels (ids or strings), in percent."""
   if len(targets) != len(predictions):
     raise ValueError(f"accuracy: {len(targets)} targets but {len(predictions)} predictions.")
   hits = sum(t == p for t, p in zip(targets, predictions))
   return {"accuracy": 100.0 * hits / max(len(targets), 1)}
+
+
+def _wrong_for_invalid(targets, predictions):
+  """An illegal prediction (-1) becomes the opposite of a binary target: always wrong."""
+  t, p = np.asarray(targets), np.asarray(predictions)
+  return t, np.where(p == INVALID, 1 - t, p)
+
+
+def _f1(tp: float, fp: float, fn: float) -> float:
+  return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def binary_f1(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+  """F1 of the positive class (1)."""
+  t, p = _wrong_for_invalid(targets, predictions)
+  tp, fp, fn = np.sum((p == 1) & (t == 1)), np.sum((p == 1) & (t != 1)), np.sum((p != 1) & (t == 1))
+  return {"f1": 100.0 * _f1(tp, fp, fn)}
+
+
+def macro_f1(num_classes: int):
+  """Mean over classes of one-vs-rest F1 (CB's metric, 3 classes)."""
+  def metric(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+    t, p = np.asarray(targets), np.asarray(predictions)
+    scores = [_f1(np.sum((p == c) & (t == c)), np.sum((p == c) & (t != c)),
+                  np.sum((p != c) & (t == c))) for c in range(num_classes)]
+    return {"macro_f1": 100.0 * float(np.mean(scores))}
+  return metric
+
+
+def mcc(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+  """Matthews correlation of binary labels (AX-b), x100."""
+  t, p = _wrong_for_invalid(targets, predictions)
+  tp, tn = np.sum((p == 1) & (t == 1)), np.sum((p == 0) & (t == 0))
+  fp, fn = np.sum((p == 1) & (t == 0)), np.sum((p == 0) & (t == 1))
+  denom = np.sqrt(float((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+  return {"mcc": 0.0 if denom == 0 else 100.0 * float(tp * tn - fp * fn) / denom}
+
+
+# --- Extractive QA (SQuAD, ReCoRD, MRQA) ---------------------------------------------
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+
+
+def normalize_answer(text: str) -> str:
+  """SQuAD's normalisation: lowercase, drop punctuation and articles, squeeze spaces."""
+  text = text.lower()
+  text = "".join(ch for ch in text if ch not in set(string.punctuation))
+  text = _ARTICLES.sub(" ", text)
+  return " ".join(text.split())
+
+
+def _token_f1(target: str, prediction: str) -> float:
+  t, p = normalize_answer(target).split(), normalize_answer(prediction).split()
+  common = sum((collections.Counter(t) & collections.Counter(p)).values())
+  if common == 0:
+    return 0.0
+  precision, recall = common / len(p), common / len(t)
+  return 2 * precision * recall / (precision + recall)
+
+
+def squad(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[str, float]:
+  """EM and token F1, each the max over an example's reference answers, in percent."""
+  em = [max(normalize_answer(a) == normalize_answer(p) for a in answers)
+        for answers, p in zip(targets, predictions)]
+  f1 = [max(_token_f1(a, p) for a in answers) for answers, p in zip(targets, predictions)]
+  return {"em": 100.0 * float(np.mean(em)), "f1": 100.0 * float(np.mean(f1))}
+
+
+# --- SuperGLUE specials --------------------------------------------------------------
+
+def multirc(targets: Sequence[Mapping], predictions: Sequence[Mapping]) -> dict[str, float]:
+  """MultiRC: F1a = binary F1 over all answer options; EM = share of questions whose
+  every answer option is right. Items are {'group': question id, 'value': 0/1/-1}."""
+  t = [x["value"] for x in targets]
+  p = [x["value"] for x in predictions]
+  by_question = collections.defaultdict(list)
+  for target, prediction in zip(targets, predictions):
+    by_question[target["group"]].append(target["value"] == prediction["value"])
+  em = float(np.mean([all(v) for v in by_question.values()]))
+  return {"f1a": binary_f1(t, p)["f1"], "em": 100.0 * em}
+
+
+def gender_parity(targets: Sequence[Mapping], predictions: Sequence[int]) -> dict[str, float]:
+  """AX-g: share of male/female example pairs (same 'group') predicted identically."""
+  groups = collections.defaultdict(list)
+  for target, prediction in zip(targets, predictions):
+    groups[target["group"]].append(prediction)
+  return {"gender_parity": 100.0 * float(np.mean([len(set(v)) == 1 for v in groups.values()]))}
+
+
+def superglue_score(task_metrics: Mapping[str, Mapping[str, float]]) -> float:
+  """Mean over tasks of each task's mean metric (SuperGLUE's leaderboard average)."""
+  return float(np.mean([np.mean(list(m.values())) for m in task_metrics.values()]))
+
+
+def count_illegal(predictions: Sequence[str], labels: Sequence[str]) -> int:
+  """Predictions that are not one of `labels` (the span-corruption failure mode)."""
+  legal = set(labels)
+  return sum(p not in legal for p in predictions)

@@ -48,3 +48,32 @@ def batches(task_name: str, feature_lengths: Mapping[str, int], split: str, batc
   local = batch_size // host_count
   return ({k: v[host_index * local:(host_index + 1) * local] for k, v in batch.items()}
           for batch in ds.as_numpy_iterator())
+
+
+def eval_examples(task_name: str, feature_lengths: Mapping[str, int], split: str,
+                  max_examples: Optional[int] = None) -> list[dict]:
+  """The split's preprocessed examples in order, as numpy dicts (token ids trimmed to
+  `feature_lengths`, with EOS, plus every raw field the postprocessors and metrics need)."""
+  ds = get_task(task_name).get_dataset(dict(feature_lengths), split=split, shuffle=False,
+                                       num_epochs=1, use_cached=False)
+  if max_examples is not None:
+    ds = ds.take(max_examples)
+  return list(ds.as_numpy_iterator())
+
+
+def encdec_batch(examples: list[dict], feature_lengths: Mapping[str, int],
+                 rows: Optional[int] = None) -> dict[str, np.ndarray]:
+  """Examples -> EncDecFeatureConverter-style arrays, zero-padded to `rows` (no packing).
+
+  Padding rows are all zero: no loss weight, ignored by decoding."""
+  rows = rows or len(examples)
+  n_in, n_out = feature_lengths["inputs"], feature_lengths["targets"]
+  inputs = np.zeros((rows, n_in), np.int32)
+  targets = np.zeros((rows, n_out), np.int32)
+  for i, ex in enumerate(examples):
+    x, y = ex["inputs"][:n_in], ex["targets"][:n_out]
+    inputs[i, :len(x)], targets[i, :len(y)] = x, y
+  decoder_inputs = np.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+  return {"encoder_input_tokens": inputs, "decoder_target_tokens": targets,
+          "decoder_input_tokens": decoder_inputs,
+          "decoder_loss_weights": (targets > 0).astype(np.int32)}

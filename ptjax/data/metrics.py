@@ -89,6 +89,18 @@ def squad(targets: Sequence[Sequence[str]], predictions: Sequence[str]) -> dict[
   return {"em": 100.0 * float(np.mean(em)), "f1": 100.0 * float(np.mean(f1))}
 
 
+def record(targets: Sequence[Mapping], predictions: Sequence[Mapping]) -> dict[str, float]:
+  """ReCoRD: SQuAD EM/F1 (max over answers) on the first example of each (passage,
+  query) group; training repeats a query once per answer."""
+  seen, kept_t, kept_p = set(), [], []
+  for target, prediction in zip(targets, predictions):
+    if target["group"] not in seen:
+      seen.add(target["group"])
+      kept_t.append(target["value"])
+      kept_p.append(prediction["value"])
+  return squad(kept_t, kept_p)
+
+
 # --- SuperGLUE specials --------------------------------------------------------------
 
 def multirc(targets: Sequence[Mapping], predictions: Sequence[Mapping]) -> dict[str, float]:
@@ -103,11 +115,12 @@ def multirc(targets: Sequence[Mapping], predictions: Sequence[Mapping]) -> dict[
   return {"f1a": binary_f1(t, p)["f1"], "em": 100.0 * em}
 
 
-def gender_parity(targets: Sequence[Mapping], predictions: Sequence[int]) -> dict[str, float]:
+def gender_parity(targets: Sequence[Mapping], predictions: Sequence) -> dict[str, float]:
   """AX-g: share of male/female example pairs (same 'group') predicted identically."""
   groups = collections.defaultdict(list)
   for target, prediction in zip(targets, predictions):
-    groups[target["group"]].append(prediction)
+    groups[target["group"]].append(
+        prediction["value"] if isinstance(prediction, Mapping) else prediction)
   return {"gender_parity": 100.0 * float(np.mean([len(set(v)) == 1 for v in groups.values()]))}
 
 

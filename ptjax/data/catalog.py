@@ -1,0 +1,53 @@
+"""Registering a task in the three formats the paper uses, and what evaluation needs to
+know about it (its label words, for rank classification and illegal-prediction counts)."""
+
+import functools
+from typing import Callable, Optional, Sequence
+
+import seqio
+
+from ptjax.data import preprocessors
+from ptjax.data.vocabularies import output_features
+
+# "" = T5's format (leading task word); "_taskless" = the paper's prompt-tuning default;
+# "_task_index" = taskless with <extra_id_k> first, for multi-task prompts.
+VARIANTS = ("", "_taskless", "_task_index")
+
+# Task name -> its label words (classification tasks only).
+LABELS: dict[str, tuple[str, ...]] = {}
+
+
+def add_task_variants(name: str, source: seqio.DataSource, text_preprocessors: Sequence,
+                      vocabulary: seqio.Vocabulary, postprocess_fn: Callable,
+                      metric_fns: Sequence[Callable], task_index: int,
+                      labels: Optional[Sequence[str]] = None,
+                      variants: Sequence[str] = VARIANTS) -> list[str]:
+  """Registers `name` + each variant suffix; returns the names."""
+  names = []
+  for suffix in variants:
+    steps = list(text_preprocessors)
+    if suffix:
+      steps.append(preprocessors.remove_first_word)
+    steps.append(seqio.preprocessors.tokenize)
+    if suffix == "_task_index":
+      steps.append(functools.partial(preprocessors.add_task_index, index=task_index))
+    steps.append(seqio.preprocessors.append_eos_after_trim)
+    task = name + suffix
+    seqio.TaskRegistry.remove(task)
+    seqio.TaskRegistry.add(task, source=source, preprocessors=steps,
+                           output_features=output_features(vocabulary),
+                           postprocess_fn=postprocess_fn, metric_fns=list(metric_fns))
+    if labels is not None:
+      LABELS[task] = tuple(labels)
+    names.append(task)
+  return names
+
+
+def add_mixture(name: str, tasks: Sequence[str]) -> str:
+  seqio.MixtureRegistry.remove(name)
+  seqio.MixtureRegistry.add(name, [(t, 1.0) for t in tasks])
+  return name
+
+
+def labels_of(task_name: str) -> Optional[tuple[str, ...]]:
+  return LABELS.get(task_name)

@@ -88,10 +88,16 @@ def span_corruption(dataset, sequence_length, output_features, noise_density: fl
                   mean_noise_span_length=mean_noise_span_length)
 
 
-def _split_into_segments(dataset, segment_length: int):
-  """Concatenates every document's 'targets' and cuts the stream into segments."""
-  flat = dataset.flat_map(lambda x: tf.data.Dataset.from_tensor_slices(x["targets"]))
-  segments = flat.batch(segment_length, drop_remainder=False).map(lambda t: {"targets": t})
+def _split_into_segments(dataset, segment_length: int, across_documents: bool = True):
+  """Cuts 'targets' into segments: of the concatenated stream (span corruption, like T5's
+  reduce_concat_tokens) or of each document alone (prefix LM)."""
+  if across_documents:
+    flat = dataset.flat_map(lambda x: tf.data.Dataset.from_tensor_slices(x["targets"]))
+    segments = flat.batch(segment_length)
+  else:
+    segments = dataset.flat_map(
+        lambda x: tf.data.Dataset.from_tensor_slices(x["targets"]).batch(segment_length))
+  segments = segments.map(lambda t: {"targets": t})
   return segments.filter(lambda x: tf.size(x["targets"]) >= 2)  # Nothing to split in 1.
 
 
@@ -109,7 +115,7 @@ def prefix_lm(dataset, sequence_length, output_features):
   into a prefix ('inputs') and its continuation ('targets')."""
   del output_features
   segment = sequence_length["inputs"] + sequence_length["targets"]
-  dataset = _split_into_segments(dataset, segment)
+  dataset = _split_into_segments(dataset, segment, across_documents=False)
   return _split_prefix(dataset)
 
 

@@ -23,6 +23,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
                                    "for multi-host runs (jax.distributed.initialize).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_TASK_MODULES = flags.DEFINE_multi_string(
+    "task_module", ["ptjax.data.tasks"], "Modules imported before gin parsing, to register "
+    "seqio tasks (T5X's MIXTURE_OR_TASK_MODULE).")
 _NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", None, "Simulated CPU devices (tests "
                                         "and laptops); with multi-host CPU runs, uses gloo.")
 
@@ -52,7 +55,11 @@ def _init_jax():
 
 
 def _parse_gin():
+  import importlib
+
   import gin
+  for module in _TASK_MODULES.value:
+    importlib.import_module(module)
   for path in [".", REPO_GIN_DIR, *_GIN_SEARCH_PATHS.value]:
     gin.add_config_file_search_path(path)
   gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value,

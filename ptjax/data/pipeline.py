@@ -38,10 +38,11 @@ def batches(task_name: str, feature_lengths: Mapping[str, int], split: str, batc
   if batch_size % host_count:
     raise ValueError(f"BATCH_SIZE={batch_size} must be divisible by the {host_count} hosts.")
   task = get_task(task_name)
-  ds = seqio.get_dataset(
-      task.name, task_feature_lengths=dict(feature_lengths), dataset_split=split,
-      shuffle=shuffle, num_epochs=None if repeat else 1, seed=seed, use_cached=False,
-      feature_converter=seqio.EncDecFeatureConverter(pack=False))
+  # try_in_mem_cache=False: seqio would ask TFDS for split sizes, unknown under mock data.
+  ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=shuffle,
+                        num_epochs=None if repeat else 1, seed=seed, use_cached=False,
+                        try_in_mem_cache=False)
+  ds = seqio.EncDecFeatureConverter(pack=False)(ds, dict(feature_lengths))
   if max_examples is not None:
     ds = ds.take(max_examples)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder).skip(skip_batches)
@@ -55,7 +56,7 @@ def eval_examples(task_name: str, feature_lengths: Mapping[str, int], split: str
   """The split's preprocessed examples in order, as numpy dicts (token ids trimmed to
   `feature_lengths`, with EOS, plus every raw field the postprocessors and metrics need)."""
   ds = get_task(task_name).get_dataset(dict(feature_lengths), split=split, shuffle=False,
-                                       num_epochs=1, use_cached=False)
+                                       num_epochs=1, use_cached=False, try_in_mem_cache=False)
   if max_examples is not None:
     ds = ds.take(max_examples)
   return list(ds.as_numpy_iterator())

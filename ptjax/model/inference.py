@@ -86,3 +86,20 @@ def score(model: T5, variables, decoder_target_tokens: Array,
   logp = jax.nn.log_softmax(logits.astype(jnp.float32))
   token_logp = jnp.take_along_axis(logp, decoder_target_tokens[..., None], axis=-1)[..., 0]
   return jnp.sum(jnp.where(decoder_target_tokens > 0, token_logp, 0.0), axis=-1)
+
+
+def rank_classify(model: T5, variables, encoder_input_tokens: Array,
+                  options: Array) -> tuple[Array, Array]:
+  """Rank classification: score every option (verbaliser) for every example, pick the best.
+
+  encoder_input_tokens [batch, length]; options [num_options, target_len] (0-padded, with
+  EOS). The encoder runs once; each option is one teacher-forced decoder pass.
+  Returns (choice [batch] int32, scores [batch, num_options] summed log-likelihoods).
+  """
+  variables = _as_variables(variables)
+  encoded, encoder_mask = _encoded(model, variables, encoder_input_tokens, None, None)
+  batch = encoder_input_tokens.shape[0]
+  scores = jnp.stack([
+      score(model, variables, jnp.broadcast_to(option, (batch, option.shape[0])),
+            encoded=encoded, encoder_mask=encoder_mask) for option in options], axis=1)
+  return jnp.argmax(scores, axis=1).astype(jnp.int32), scores

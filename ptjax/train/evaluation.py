@@ -1,14 +1,18 @@
-"""Validation during training, and the `evaluate` / `infer` entry points.
+"""Evaluation during training, and the `evaluate` / `infer` entry points.
 
-An eval pass over a split: summed loss (jitted eval step) and, when asked, greedy
-decodes scored with the task's metric functions. Every pass writes
-`<out>/<task>/step_<n>.jsonl` (input, target, prediction) and `step_<n>.metrics.json`.
+One pass over a split of a task (or of every task of a mixture): the summed loss (jitted
+eval step) and predictions, either by greedy decoding or by rank classification over the
+task's label words; postprocessed with the raw examples and scored by the task's metric
+functions. Predictions that are not a legal label are counted (`illegal_predictions`).
+Every pass writes `<out>/<task>/step_<n>.jsonl` (input, target, prediction, score),
+`step_<n>.metrics.json`, and keeps `best.json` (the best value and step of each metric).
 """
 
+import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -16,84 +20,175 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ptjax import prompts
-from ptjax.data import pipeline
+from ptjax.data import catalog, metrics as metrics_lib, pipeline
 from ptjax.model import T5Config, inference
 from ptjax.train import optim, partitioning
 from ptjax.train.state import TrainState
 from ptjax.train.step import LossConfig, build_steps
 
 
-def _pad_rows(batch: dict, rows: int) -> dict:
-  """Pads a short final batch with all-zero rows (zero loss weight, ignored in decoding)."""
-  n = next(iter(batch.values())).shape[0]
-  return {k: np.concatenate([v, np.zeros((rows - n,) + v.shape[1:], v.dtype)]) for k, v in
-          batch.items()} if n < rows else batch
+@dataclasses.dataclass(frozen=True)
+class PromptDesign:
+  """The paper's "prompt design" baseline: no training; every input is preceded by an
+  instruction and `num_shots` solved examples drawn (seeded) from the train split."""
+  instruction: str = ""
+  num_shots: int = 0
+  seed: int = 0
+  separator: str = "\n"
+
+
+def lower_is_better(metric: str) -> bool:
+  return metric.endswith("loss") or metric == "illegal_predictions"
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 class Evaluator:
-  """One eval pass = loss over the split (+ greedy decodes and task metrics)."""
+  """Evaluates a (prompted) model on `split` of a task or of each task in a mixture."""
 
-  def __init__(self, run, steps, state_shardings: TrainState, task_name: str,
-               feature_lengths: Mapping[str, int], batch_size: int, split: str,
-               max_batches: Optional[int], decode: bool):
-    self.setup, self.steps, self.task = run, steps, pipeline.get_task(task_name)
-    self.feature_lengths, self.batch_size, self.split = feature_lengths, batch_size, split
-    self.max_batches, self.decode = max_batches, decode
-    self.vocabulary = self.task.output_features["targets"].vocabulary
+  def __init__(self, run, steps, task_name: str, feature_lengths: Mapping[str, int],
+               batch_size: int, split: str, max_examples: Optional[int] = None,
+               decode: bool = True, rank_classification: bool = False,
+               prompt_design: Optional[PromptDesign] = None):
+    self.setup, self.steps = run, steps
+    self.lengths, self.batch_size, self.split = dict(feature_lengths), batch_size, split
+    self.decode, self.rank = decode, rank_classification
+    provider = pipeline.get_task(task_name)
+    tasks = getattr(provider, "tasks", [provider])
+    self.tasks = [t for t in tasks if split in t.splits]
+    if not self.tasks:
+      raise ValueError(f"{task_name} has no {split!r} split; its splits: {provider.splits}.")
+    self.examples = {}
+    for task in self.tasks:
+      examples = pipeline.eval_examples(task.name, self.lengths, split, max_examples)
+      if prompt_design is not None:
+        examples = _with_demonstrations(task, examples, prompt_design, self.lengths)
+      self.examples[task.name] = examples
     self.sharding = partitioning.batch_sharding(run.mesh)
     self.generate = jax.jit(functools.partial(
-        inference.generate, run.model, max_decode_length=feature_lengths["targets"]))
+        inference.generate, run.model, max_decode_length=self.lengths["targets"]))
+    self.rank_classify = jax.jit(functools.partial(inference.rank_classify, run.model))
 
-  def _local_batches(self):
+  def _options(self, task) -> Optional[np.ndarray]:
+    labels = catalog.labels_of(task.name)
+    if not self.rank or labels is None:
+      return None
+    vocab = task.output_features["targets"].vocabulary
+    options = np.zeros((len(labels), self.lengths["targets"]), np.int32)
+    for i, label in enumerate(labels):
+      ids = list(vocab.encode(label))[:self.lengths["targets"] - 1] + [1]
+      options[i, :len(ids)] = ids
+    return options
+
+  def _global(self, batch: dict) -> dict:
     local = self.batch_size // jax.process_count()
-    data = pipeline.batches(self.task.name, self.feature_lengths, self.split, self.batch_size,
-                            shuffle=False, repeat=False, drop_remainder=False,
-                            host_index=jax.process_index(), host_count=jax.process_count())
-    for i, batch in enumerate(data):
-      if self.max_batches is not None and i >= self.max_batches:
-        return
-      yield _pad_rows(batch, local)
+    index = jax.process_index()
+    return {k: jax.make_array_from_process_local_data(
+        self.sharding, v[index * local:(index + 1) * local]) for k, v in batch.items()}
 
-  def _text(self, tokens: np.ndarray) -> list[str]:
-    return [self.vocabulary.decode([int(t) for t in row if t > 0]) for row in tokens]
-
-  def run_pass(self, state: TrainState, step: int, out_dir: str) -> dict[str, float]:
+  def _task_pass(self, task, state, variables) -> tuple[dict, list]:
+    examples = self.examples[task.name]
+    vocab = task.output_features["targets"].vocabulary
+    options = self._options(task)
     loss = tokens = 0.0
-    rows = []
-    variables = optim.merge(state.trainable, self.setup.frozen)
-    for local in self._local_batches():
-      batch = {k: jax.make_array_from_process_local_data(self.sharding, v)
-               for k, v in local.items()}
+    texts, scores = [], []
+    for start in range(0, len(examples), self.batch_size):
+      chunk = examples[start:start + self.batch_size]
+      batch = self._global(pipeline.encdec_batch(chunk, self.lengths, self.batch_size))
       m = self.steps.eval(state, self.setup.frozen, batch)
       loss, tokens = loss + float(m["loss"]), tokens + float(m["tokens"])
-      if self.decode:
-        decoded, _ = self.generate(variables, batch["encoder_input_tokens"])
-        gathered = multihost_utils.process_allgather(
-            {"inputs": batch["encoder_input_tokens"], "targets": batch["decoder_target_tokens"],
-             "predictions": decoded}, tiled=True)
-        real = np.asarray(gathered["inputs"]).sum(-1) > 0
-        for name in ("inputs", "targets", "predictions"):
-          gathered[name] = self._text(np.asarray(gathered[name])[real])
-        rows += [dict(zip(("input", "target", "prediction"), r)) for r in
-                 zip(gathered["inputs"], gathered["targets"], gathered["predictions"])]
-    metrics = {"loss": loss / max(tokens, 1.0)}
-    if self.decode and rows:
-      post = self.task.postprocess_fn or (lambda x, **_: x)
-      targets = [post(r["target"], is_target=True) for r in rows]
-      predictions = [post(r["prediction"], is_target=False) for r in rows]
-      for fn in self.task.predict_metric_fns:
-        metrics.update({k: float(v) for k, v in fn(targets, predictions).items()})
-    if jax.process_index() == 0:
-      folder = os.path.join(out_dir, self.task.name)
-      os.makedirs(folder, exist_ok=True)
-      with open(os.path.join(folder, f"step_{step}.jsonl"), "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-      with open(os.path.join(folder, f"step_{step}.metrics.json"), "w") as f:
-        json.dump({"step": step, "split": self.split, **metrics}, f)
-    return metrics
+      if options is not None:
+        choice, option_scores = self.rank_classify(variables, batch["encoder_input_tokens"],
+                                                   options)
+        choice, option_scores = multihost_utils.process_allgather((choice, option_scores),
+                                                                  tiled=True)
+        labels = catalog.labels_of(task.name)
+        texts += [labels[int(c)] for c in np.asarray(choice)[:len(chunk)]]
+        scores += [float(s) for s in np.asarray(option_scores).max(axis=1)[:len(chunk)]]
+      elif self.decode:
+        decoded, logp = self.generate(variables, batch["encoder_input_tokens"])
+        decoded, logp = multihost_utils.process_allgather((decoded, logp), tiled=True)
+        texts += [vocab.decode([int(t) for t in row if t > 0])
+                  for row in np.asarray(decoded)[:len(chunk)]]
+        scores += [float(s) for s in np.asarray(logp)[:len(chunk)]]
+    results = {"loss": loss / max(tokens, 1.0)}
+    rows = []
+    if texts:
+      post = task.postprocess_fn or (lambda x, **_: x)
+      targets = [post(_text(ex["targets_pretokenized"]), example=ex, is_target=True)
+                 for ex in examples]
+      predictions = [post(t, example=ex, is_target=False) for t, ex in zip(texts, examples)]
+      for fn in task.predict_metric_fns:
+        results.update({k: float(v) for k, v in fn(targets, predictions).items()})
+      labels = catalog.labels_of(task.name)
+      if labels is not None:
+        results["illegal_predictions"] = float(metrics_lib.count_illegal(texts, labels))
+      rows = [{"input": _text(ex.get("inputs_pretokenized", b"")),
+               "target": _text(ex["targets_pretokenized"]), "prediction": t, "score": s}
+              for ex, t, s in zip(examples, texts, scores)]
+    return results, rows
+
+  def run_pass(self, state: TrainState, step: int, out_dir: str) -> dict[str, float]:
+    """Metrics of every task; for a mixture, names are '<task>/<metric>'."""
+    variables = optim.merge(state.trainable, self.setup.frozen)
+    merged, quality = {}, {}
+    for task in self.tasks:
+      results, rows = self._task_pass(task, state, variables)
+      if jax.process_index() == 0:
+        _write(os.path.join(out_dir, task.name), step, self.split, results, rows)
+      prefix = "" if len(self.tasks) == 1 else f"{task.name}/"
+      merged.update({prefix + k: v for k, v in results.items()})
+      scores = {k: v for k, v in results.items() if k not in ("loss", "illegal_predictions")}
+      if scores:
+        quality[task.name] = scores
+    if len(self.tasks) > 1 and quality:
+      # SuperGLUE's average: the mean over tasks of each task's mean metric.
+      merged["average_score"] = metrics_lib.superglue_score(quality)
+    return merged
 
   def run(self, state: TrainState, step: int, model_dir: str) -> dict[str, float]:
     return self.run_pass(state, step, os.path.join(model_dir, "eval"))
+
+
+def _write(folder: str, step: int, split: str, results: dict, rows: list):
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, f"step_{step}.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  with open(os.path.join(folder, f"step_{step}.metrics.json"), "w") as f:
+    json.dump({"step": step, "split": split, **results}, f)
+  path = os.path.join(folder, "best.json")
+  best = json.load(open(path)) if os.path.exists(path) else {}
+  for name, value in results.items():
+    old = best.get(name)
+    if old is None or (value < old["value"] if lower_is_better(name) else value > old["value"]):
+      best[name] = {"value": value, "step": step}
+  with open(path, "w") as f:
+    json.dump(best, f, indent=1)
+
+
+def _with_demonstrations(task, examples: list, design: PromptDesign,
+                         lengths: Mapping[str, int]) -> list:
+  """Prepends the instruction and K train examples (inputs target) to every input,
+  keeping the end (the example itself and EOS) when it does not fit."""
+  vocab = task.output_features["inputs"].vocabulary
+  shots = []
+  if design.num_shots:
+    train = pipeline.eval_examples(task.name, lengths, "train")
+    picks = np.random.default_rng(design.seed).choice(len(train), design.num_shots,
+                                                      replace=False)
+    shots = [f"{_text(train[i]['inputs_pretokenized'])} "
+             f"{_text(train[i]['targets_pretokenized'])}" for i in picks]
+  prefix = design.separator.join([t for t in [design.instruction, *shots] if t])
+  prefix_ids = np.asarray(vocab.encode(prefix + design.separator), np.int32) if prefix else \
+      np.zeros((0,), np.int32)
+  out = []
+  for ex in examples:
+    inputs = np.concatenate([prefix_ids, ex["inputs"]])[-lengths["inputs"]:]
+    pretokenized = (prefix + design.separator).encode() + ex.get("inputs_pretokenized", b"")
+    out.append({**ex, "inputs": inputs, "inputs_pretokenized": pretokenized})
+  return out
 
 
 def _frozen_run(model_config, initial_checkpoint_path, prompt_length, prompt_file, model_dir,
@@ -111,29 +206,32 @@ def _frozen_run(model_config, initial_checkpoint_path, prompt_length, prompt_fil
                          rng=scalar)
   steps = build_steps(run.model, None, mesh, shardings, run.frozen_shardings, LossConfig(),
                       dropout=False)
-  return run, state, shardings, steps
+  return run, state, steps
 
 
 def evaluate(*, model_dir: str, mixture_or_task_name: str,
              task_feature_lengths: Mapping[str, int], batch_size: int, model_config: T5Config,
-             initial_checkpoint_path: str, prompt_length: int = 100,
+             initial_checkpoint_path: Optional[str], prompt_length: int = 100,
              prompt_file: Optional[str] = None, num_partitions: int = 1,
              mesh_shape: Optional[Sequence[int]] = None, eval_split: str = "validation",
-             eval_batches: Optional[int] = None, decode: bool = True,
+             max_eval_examples: Optional[int] = None, decode: bool = True,
+             rank_classification: bool = False, prompt_design: Optional[PromptDesign] = None,
              output_subdir: str = "eval") -> dict[str, float]:
-  """Evaluates a frozen model + prompt (PROMPT_FILE: .npy, PEFT adapter or a run; default:
-  the newest checkpoint in MODEL_DIR) on a task split; writes predictions and metrics."""
-  run, state, shardings, steps = _frozen_run(model_config, initial_checkpoint_path,
-                                             prompt_length, prompt_file, model_dir,
-                                             num_partitions, mesh_shape)
-  evaluator = Evaluator(run, steps, shardings, mixture_or_task_name, task_feature_lengths,
-                        batch_size, eval_split, eval_batches, decode)
-  metrics = evaluator.run_pass(state, 0, os.path.join(model_dir, output_subdir))
+  """Evaluates a frozen model + prompt (PROMPT_FILE: .npy, PEFT adapter or a ptjax run;
+  default: the newest checkpoint in MODEL_DIR), or with PROMPT_LENGTH=0 the bare model
+  (prompt design), on a task or mixture split; writes predictions and metrics."""
+  run, state, steps = _frozen_run(model_config, initial_checkpoint_path, prompt_length,
+                                  prompt_file, model_dir, num_partitions, mesh_shape)
+  evaluator = Evaluator(run, steps, mixture_or_task_name, task_feature_lengths, batch_size,
+                        eval_split, max_eval_examples, decode, rank_classification,
+                        prompt_design)
+  results = evaluator.run_pass(state, 0, os.path.join(model_dir, output_subdir))
   if jax.process_index() == 0:
-    print(json.dumps({"task": mixture_or_task_name, "split": eval_split, **metrics}), flush=True)
-  return metrics
+    print(json.dumps({"task": mixture_or_task_name, "split": eval_split, **results}),
+          flush=True)
+  return results
 
 
 def infer(**kwargs) -> dict[str, float]:
-  """Greedy predictions for a split, written to MODEL_DIR/infer/<task>/step_0.jsonl."""
+  """Predictions for a split, written to MODEL_DIR/infer/<task>/step_0.jsonl."""
   return evaluate(output_subdir="infer", **kwargs)

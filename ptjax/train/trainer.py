@@ -136,7 +136,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           loss: LossConfig = LossConfig(), num_partitions: int = 1,
           mesh_shape: Optional[Sequence[int]] = None, save_every: int = 1000,
           keep_checkpoints: int = 3, eval_every: int = 1000, eval_split: str = "validation",
-          eval_batches: Optional[int] = None, decode_in_eval: bool = True,
+          max_eval_examples: Optional[int] = None, decode_in_eval: bool = True,
+          rank_classification: bool = False,
           best_metric: str = "loss", log_every: int = 100, seed: int = 0,
           shuffle: bool = True, pack: bool = False) -> dict:
   """Prompt-tunes (or, with TRAINABLE=['.*'] and prompt_length=0, model-tunes) a frozen T5.
@@ -163,9 +164,9 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     restored = checkpoints.restore(start, _saved(state))
     state = TrainState(**{k: restored[k] for k in ("step", "trainable", "opt_state", "rng")})
     log.line(f"Resumed from {model_dir}/checkpoints/{start}.")
-  evaluator = evaluation.Evaluator(run, steps, state_shardings, mixture_or_task_name,
-                                   task_feature_lengths, batch_size, eval_split, eval_batches,
-                                   decode_in_eval)
+  evaluator = evaluation.Evaluator(run, steps, mixture_or_task_name, task_feature_lengths,
+                                   batch_size, eval_split, max_eval_examples, decode_in_eval,
+                                   rank_classification)
   data = pipeline.batches(mixture_or_task_name, task_feature_lengths, "train", batch_size,
                           shuffle=shuffle, seed=seed, skip_batches=start,
                           host_index=jax.process_index(), host_count=jax.process_count())

@@ -234,3 +234,24 @@ def test_add_sentinel_ablation():
                                 vocab_size=32100)
   assert out["inputs"].numpy().tolist() == [5, 6, 32099]
   assert out["targets"].numpy().tolist() == [32099, 7]
+
+
+def test_zero_shot_transfer_maps_label_words():
+  from ptjax.data import postprocessors
+  to_mrpc = postprocessors.classifier(("not_equivalent", "equivalent"),
+                                      translate=lambda s: s.replace("duplicate", "equivalent"))
+  assert to_mrpc("duplicate") == 1 and to_mrpc("not_duplicate") == 0
+  assert to_mrpc("equivalent") == 1 and to_mrpc("maybe") == -1
+  assert to_mrpc("not_equivalent", is_target=True) == 0
+
+
+def test_show_tasks_lists_and_prints_mock_examples(registered, capsys):
+  from ptjax.data import show_tasks
+  assert show_tasks.main(["--list"]) == 0
+  listed = capsys.readouterr().out
+  assert "task     pt_super_glue_cb_v102_taskless  labels: entailment, contradiction, neutral" \
+      in listed and "mixture  pt_squad_to_mrqa" in listed
+  assert show_tasks.main(["pt_super_glue_wic_v102", "--mock", "-n", "2"]) == 0
+  shown = capsys.readouterr().out
+  assert shown.count("inputs:  wic sentence1: ") == 2
+  assert show_tasks.main(["no_such_task"]) == 2

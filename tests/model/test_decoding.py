@@ -174,3 +174,15 @@ def test_first_step_distribution_matches_softmax():
       temperature=1.0)
   freq = np.bincount(np.asarray(tokens[:, 0]), minlength=4) / 4000
   np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4], atol=0.03)
+
+
+def test_rank_classification_equals_scoring_each_option_alone(model_and_params):
+  model, params = model_and_params
+  options = jnp.array([[3, 4, 1], [5, 1, 0], [7, 8, 1]])
+  choice, scores = jax.jit(functools.partial(inference.rank_classify, model))(
+      params, INPUTS, options)
+  alone = np.stack([np.asarray(inference.score(model, params,
+                                               jnp.broadcast_to(o, (2, 3)), INPUTS))
+                    for o in options], axis=1)
+  np.testing.assert_allclose(np.asarray(scores), alone, rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(choice), alone.argmax(1))

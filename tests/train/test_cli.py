@@ -94,7 +94,7 @@ def test_train_writes_config_checkpoints_metrics_and_prompt(baseline):
   assert set(metrics) >= {"loss", "accuracy", "step"}
   rows = [json.loads(l) for l in open(os.path.join(model_dir, "eval", "ptjax_text_task",
                                                    "step_12.jsonl"))]
-  assert len(rows) == 10 and set(rows[0]) == {"input", "target", "prediction"}
+  assert len(rows) == 10 and set(rows[0]) == {"input", "target", "prediction", "score"}
   assert rows[0]["input"].startswith("is ")
   assert np.load(os.path.join(model_dir, "prompt.npy")).shape == (5, 8)
   best = json.load(open(os.path.join(model_dir, "best", "best.json")))

@@ -21,12 +21,14 @@ def add_task_variants(name: str, source: seqio.DataSource, text_preprocessors: S
                       vocabulary: seqio.Vocabulary, postprocess_fn: Callable,
                       metric_fns: Sequence[Callable], task_index: int,
                       labels: Optional[Sequence[str]] = None,
-                      variants: Sequence[str] = VARIANTS) -> list[str]:
-  """Registers `name` + each variant suffix; returns the names."""
+                      variants: Sequence[str] = VARIANTS,
+                      has_task_word: bool = True) -> list[str]:
+  """Registers `name` + each variant suffix; returns the names. Formats without a leading
+  task word (SQuAD's 'question: ...') are the same in T5's and the taskless variant."""
   names = []
   for suffix in variants:
     steps = list(text_preprocessors)
-    if suffix:
+    if suffix and has_task_word:
       steps.append(preprocessors.remove_first_word)
     steps.append(seqio.preprocessors.tokenize)
     if suffix == "_task_index":

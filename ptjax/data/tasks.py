@@ -127,13 +127,14 @@ def _glue(vocab):
 def _qa(vocab):
   squad = catalog.add_task_variants(
       "pt_squad_v110", _tfds("squad/v1.1:3.0.0", ["train", "validation"]), [pre.squad], vocab,
-      postprocessors.answers, [metrics.squad], task_index=0)
+      postprocessors.answers, [metrics.squad], task_index=0, has_task_word=False)
   every = {suffix: [] for suffix in catalog.VARIANTS}
   for i, name in enumerate(MRQA_SETS):
     names = catalog.add_task_variants(
         f"pt_mrqa_{name}_v100",
         _tfds(f"mrqa/{name}:1.0.0", {"validation": "test"}),
-        [pre.mrqa], vocab, postprocessors.answers, [metrics.squad], task_index=0)
+        [pre.mrqa], vocab, postprocessors.answers, [metrics.squad], task_index=0,
+        has_task_word=False)
     for suffix, task, squad_task in zip(catalog.VARIANTS, names, squad):
       catalog.add_mixture(f"pt_squad_to_{name}{suffix}", [squad_task, task])
       every[suffix].append(task)

@@ -226,6 +226,8 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str,
                         eval_split, max_eval_examples, decode, rank_classification,
                         prompt_design)
   results = evaluator.run_pass(state, 0, os.path.join(model_dir, output_subdir))
+  from ptjax.train import trainer  # TensorBoard + metrics.jsonl, as during training.
+  trainer.MetricLog(model_dir).scalars(output_subdir, 0, results)
   if jax.process_index() == 0:
     print(json.dumps({"task": mixture_or_task_name, "split": eval_split, **results}),
           flush=True)

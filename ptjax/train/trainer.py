@@ -96,7 +96,7 @@ def init_state(run: Run, optimizer: optax.GradientTransformation,
   return jax.jit(create, out_shardings=shardings)(run.trainable), shardings
 
 
-class _Log:
+class MetricLog:
   """Progress lines on stdout and JSONL + TensorBoard scalars in MODEL_DIR (host 0 only)."""
 
   def __init__(self, model_dir: str):
@@ -117,6 +117,7 @@ class _Log:
       for name, value in values.items():
         tf.summary.scalar(name, value, step=step)
     self._writers[kind].flush()
+    # Metric names with '/' (mixture tasks) are TensorBoard groups; JSONL keeps them as is.
 
   def line(self, text: str):
     if self.enabled:
@@ -156,7 +157,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   state, state_shardings = init_state(run, optimizer, seed)
   steps = build_steps(run.model, optimizer, mesh, state_shardings, run.frozen_shardings, loss,
                       dropout=model_config.dropout_rate > 0)
-  log = _Log(model_dir)
+  log = MetricLog(model_dir)
   checkpoints = RunCheckpoints(os.path.join(model_dir, "checkpoints"), save_every,
                                keep_checkpoints)
   start = checkpoints.latest_step() or 0

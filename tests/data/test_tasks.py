@@ -160,6 +160,24 @@ def test_golden_squad_and_pad_punctuation():
   assert out["answers"] == "The answer . |||Answer"
 
 
+def test_golden_mrqa_uses_squads_format_and_every_answer():
+  out = run(pre.mrqa, {"qid": "q7", "question": "Which gene?", "context": "BRCA1 (a gene).",
+                       "answers": ["BRCA1", "brca1 gene"],
+                       "detected_answers": {"text": ["BRCA1"]}})
+  assert out["inputs"] == "question: Which gene ? context: BRCA1 ( a gene ) . "
+  assert out["targets"] == "BRCA1"
+  assert out["answers"] == "BRCA1|||brca1 gene" and out["id"] == "q7"
+
+
+def test_qa_taskless_keeps_the_question_word(registered):
+  with tfds.testing.mock_data(num_examples=1):
+    for name in ("pt_squad_v110_taskless", "pt_mrqa_race_v100_taskless"):
+      task = seqio.get_mixture_or_task(name)
+      ex = next(iter(task.get_dataset({"inputs": 64, "targets": 8}, split="validation",
+                                      shuffle=False, try_in_mem_cache=False)))
+      assert ex["inputs_pretokenized"].numpy().decode().startswith("question: ")
+
+
 def test_task_index_variant_starts_with_its_sentinel(registered):
   with tfds.testing.mock_data(num_examples=1):
     for name, index in (("rte", 5), ("boolq", 0)):

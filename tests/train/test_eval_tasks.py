@@ -63,6 +63,9 @@ def test_eval_cli_on_mocked_superglue_writes_predictions_metrics_and_illegal_cou
       100 * sum(r["prediction"] == r["target"] for r in rows) / 6)
   best = json.load(open(folder / "best.json"))
   assert best["accuracy"]["step"] == 0
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(model_dir / "eval"))
+  logged = [json.loads(l) for l in open(model_dir / "metrics.jsonl")]
+  assert logged[-1]["kind"] == "eval" and logged[-1]["accuracy"] == metrics["accuracy"]
 
 
 def test_rank_classification_never_predicts_an_illegal_label(t5_tasks, tmp_path):

@@ -20,16 +20,16 @@ import numpy as np
 from ptjax import prompts
 from ptjax.model import init_params, preset
 from ptjax.model.inference import shift_right
-from ptjax.train import optim, partitioning, trainer
+from ptjax.train import optim, partitioning, runs
 from ptjax.train.step import LossConfig, build_steps
 
 
 def measure(config, params, trainable, args):
   mesh = partitioning.make_mesh()
-  run = trainer.build_run(config, params, args.prompt_length, prompts.random_uniform(),
+  run = runs.build_run(config, params, args.prompt_length, prompts.random_uniform(),
                           trainable, mesh)
   optimizer = optim.paper_adafactor()
-  state, shardings = trainer.init_state(run, optimizer)
+  state, shardings = runs.init_state(run, optimizer)
   steps = build_steps(run.model, optimizer, mesh, shardings, run.frozen_shardings, LossConfig(),
                       dropout=config.dropout_rate > 0)
   rng = np.random.default_rng(0)

@@ -72,7 +72,7 @@ def build(name, kwargs, out_dir, seed):
   in_len = INPUT_LENGTHS.get(name, INPUT_LEN)
   inputs = padded(rng, config.vocab_size, [in_len, in_len // 2, 3], in_len)
   targets = padded(rng, config.vocab_size, [TARGET_LEN, 4, 2], TARGET_LEN)
-  ids, tgt = torch.tensor(inputs), torch.tensor(targets)
+  ids = torch.tensor(inputs)
   with torch.no_grad():
     logits = model(input_ids=ids, attention_mask=(ids > 0).long(),
                    decoder_input_ids=torch.tensor(shift_right(targets)),

@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 from ptjax import prompts
 from ptjax.data import catalog, metrics as metrics_lib, pipeline
 from ptjax.model import T5Config, inference
-from ptjax.train import optim, partitioning
+from ptjax.train import optim, partitioning, runs
 from ptjax.train.state import TrainState
 from ptjax.train.step import LossConfig, build_steps
 
@@ -193,11 +193,10 @@ def _with_demonstrations(task, examples: list, design: PromptDesign,
 
 def _frozen_run(model_config, initial_checkpoint_path, prompt_length, prompt_file, model_dir,
                 num_partitions, mesh_shape):
-  from ptjax.train import trainer  # Shares setup_run; imported late to avoid a cycle.
   mesh = partitioning.make_mesh(num_partitions, mesh_shape)
   prompt_init = prompts.from_file(prompt_file or model_dir) if prompt_length else None
   trainable = optim.PROMPT_ONLY if prompt_length else optim.EVERYTHING
-  run = trainer.setup_run(model_config, initial_checkpoint_path, prompt_length, prompt_init,
+  run = runs.setup_run(model_config, initial_checkpoint_path, prompt_length, prompt_init,
                           trainable, mesh)
   scalar = partitioning.replicated(mesh)
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=run.trainable, opt_state=None,
@@ -226,8 +225,7 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str,
                         eval_split, max_eval_examples, decode, rank_classification,
                         prompt_design)
   results = evaluator.run_pass(state, 0, os.path.join(model_dir, output_subdir))
-  from ptjax.train import trainer  # TensorBoard + metrics.jsonl, as during training.
-  trainer.MetricLog(model_dir).scalars(output_subdir, 0, results)
+  runs.MetricLog(model_dir).scalars(output_subdir, 0, results)  # As during training.
   if jax.process_index() == 0:
     print(json.dumps({"task": mixture_or_task_name, "split": eval_split, **results}),
           flush=True)

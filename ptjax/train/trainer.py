@@ -1,127 +1,28 @@
-"""`train`, `evaluate` and `infer`: plain functions that gin files configure (as in T5X).
+"""`train`: the plain function gin files configure for prompt and model tuning (as T5X).
 
-A run: load the frozen model (T5X or HF checkpoint), add the prompt collection, split
-the variables into trainable / frozen by TRAINABLE regexes, shard both over a
-('data', 'model') mesh, then loop: batch -> jitted step -> periodic eval, orbax
+Load the frozen model (T5X or HF checkpoint), add the prompt collection, split the
+variables into trainable / frozen by TRAINABLE regexes, shard both over a ('data',
+'model') mesh (`runs`), then loop: batch -> jitted step -> periodic eval, orbax
 checkpoint, metrics. Resumes automatically from the newest checkpoint in MODEL_DIR.
 """
 
-import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
 from ptjax import prompts
-from ptjax.checkpoints import load_checkpoint
 from ptjax.checkpoints.train_state import RunCheckpoints
 from ptjax.data import pipeline
-from ptjax.model import T5, T5Config, init_params, param_axes
+from ptjax.model import T5Config
 from ptjax.train import evaluation, optim, partitioning
+from ptjax.train.runs import MetricLog, Run, init_state, setup_run
 from ptjax.train.state import TrainState
 from ptjax.train.step import LossConfig, build_steps
-
-
-@dataclasses.dataclass
-class Run:
-  """A model with its variables placed on the mesh, split into what trains and what not."""
-  model: T5
-  config: T5Config
-  mesh: jax.sharding.Mesh
-  frozen: Any
-  frozen_shardings: Any
-  trainable: Any
-  trainable_shardings: Any
-
-
-def _global(tree: Any, shardings: Any) -> Any:
-  """Host arrays (identical on every process) -> global jax.Arrays with `shardings`."""
-  return jax.tree.map(
-      lambda x, s: jax.make_array_from_callback(np.shape(x), s, lambda idx: np.asarray(x)[idx]),
-      tree, shardings)
-
-
-def setup_run(model_config: T5Config, initial_checkpoint_path: Optional[str],
-              prompt_length: int, prompt_init: Optional[Callable], trainable: Sequence[str],
-              mesh: jax.sharding.Mesh, seed: int = 0) -> Run:
-  """Loads the frozen checkpoint (None: a seeded random model, for smoke runs only), then
-  `build_run`."""
-  if initial_checkpoint_path is None:
-    print("INITIAL_CHECKPOINT_PATH is None: the frozen model is randomly initialised.",
-          flush=True)
-    params = jax.tree.map(np.asarray, init_params(model_config, jax.random.PRNGKey(seed)))
-  else:
-    _, params = load_checkpoint(initial_checkpoint_path, model_config, dtype="float32")
-  return build_run(model_config, params, prompt_length, prompt_init, trainable, mesh, seed)
-
-
-def build_run(model_config: T5Config, params: Any, prompt_length: int,
-              prompt_init: Optional[Callable], trainable: Sequence[str],
-              mesh: jax.sharding.Mesh, seed: int = 0) -> Run:
-  """Initialises the prompt (from the given frozen params), splits and shards variables."""
-  shardings = {"params": partitioning.logical_sharding(mesh, param_axes(model_config))}
-  variables = {"params": params}
-  if prompt_length:
-    model = prompts.PromptT5(model_config, prompt_length=prompt_length)
-    init = prompt_init or prompts.random_uniform()
-    shape = (prompt_length, model_config.emb_dim)
-    prompt = init(jax.random.PRNGKey(seed), shape, params["token_embedder"]["embedding"])
-    variables["prompt"] = {"prompt": np.asarray(prompt, np.float32)}
-    shardings["prompt"] = {"prompt": partitioning.logical_sharding(
-        mesh, jax.sharding.PartitionSpec(*prompts.PROMPT_AXES))}
-  else:
-    model = T5(model_config)
-  train_vars, frozen_vars = optim.split_trainable(variables, trainable)
-  train_sh, frozen_sh = optim.split_trainable(shardings, trainable)
-  return Run(model, model_config, mesh, _global(frozen_vars, frozen_sh), frozen_sh,
-             _global(train_vars, train_sh), train_sh)
-
-
-def init_state(run: Run, optimizer: optax.GradientTransformation,
-               seed: int = 0) -> tuple[TrainState, TrainState]:
-  """(state, state_shardings); the optimizer state is created already sharded."""
-  create = lambda t: TrainState.create(t, optimizer, seed)
-  abstract = jax.eval_shape(create, run.trainable)
-  scalar = partitioning.replicated(run.mesh)
-  shardings = TrainState(
-      step=scalar, trainable=run.trainable_shardings,
-      opt_state=optim.opt_state_shardings(abstract.opt_state, abstract.trainable,
-                                          run.trainable_shardings, scalar),
-      rng=scalar)
-  return jax.jit(create, out_shardings=shardings)(run.trainable), shardings
-
-
-class MetricLog:
-  """Progress lines on stdout and JSONL + TensorBoard scalars in MODEL_DIR (host 0 only)."""
-
-  def __init__(self, model_dir: str):
-    self.enabled = jax.process_index() == 0
-    self.path = os.path.join(model_dir, "metrics.jsonl")
-    self._writers = {}
-    self._model_dir = model_dir
-
-  def scalars(self, kind: str, step: int, values: Mapping[str, float]):
-    if not self.enabled:
-      return
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
-    import tensorflow as tf  # Heavy; TensorBoard event files only.
-    if kind not in self._writers:
-      self._writers[kind] = tf.summary.create_file_writer(os.path.join(self._model_dir, kind))
-    with self._writers[kind].as_default():
-      for name, value in values.items():
-        tf.summary.scalar(name, value, step=step)
-    self._writers[kind].flush()
-    # Metric names with '/' (mixture tasks) are TensorBoard groups; JSONL keeps them as is.
-
-  def line(self, text: str):
-    if self.enabled:
-      print(text, flush=True)
 
 
 def _improved(metric: str, value: float, best: Optional[float]) -> bool:

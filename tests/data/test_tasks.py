@@ -2,7 +2,6 @@
 text formats match T5's exactly (golden strings from T5's own code and tests)."""
 
 import functools
-import os
 
 import numpy as np
 import pytest

@@ -2,14 +2,13 @@
 
 import jax
 import numpy as np
-import pytest
 
 from conftest import INLINE_CKPT, INLINE_CONFIG, RANDOM_CONFIG, shared_fixture
 from ptjax import prompts
 from ptjax.checkpoints import load_checkpoint
 from ptjax.checkpoints.validate import flat
 from ptjax.model.inference import shift_right
-from ptjax.train import optim, partitioning, trainer
+from ptjax.train import optim, partitioning, runs
 from ptjax.train.step import LossConfig, build_steps
 
 
@@ -24,10 +23,10 @@ def fixed_batch(vocab, batch=8, inputs=12, targets=3, seed=0):
 
 def make(config, checkpoint, prompt_length, trainable=optim.PROMPT_ONLY, dropout=False):
   mesh = partitioning.make_mesh()
-  run = trainer.setup_run(config, checkpoint, prompt_length, prompts.sampled_vocab(), trainable,
+  run = runs.setup_run(config, checkpoint, prompt_length, prompts.sampled_vocab(), trainable,
                           mesh)
   optimizer = optim.paper_adafactor()
-  state, shardings = trainer.init_state(run, optimizer)
+  state, shardings = runs.init_state(run, optimizer)
   steps = build_steps(run.model, optimizer, mesh, shardings, run.frozen_shardings, LossConfig(),
                       dropout=dropout)
   return run, state, steps

@@ -10,8 +10,10 @@ from ptjax.data import preprocessors
 from ptjax.data.vocabularies import output_features
 
 # "" = T5's format (leading task word); "_taskless" = the paper's prompt-tuning default;
-# "_task_index" = taskless with <extra_id_k> first, for multi-task prompts.
-VARIANTS = ("", "_taskless", "_task_index")
+# "_task_index" = taskless with <extra_id_k> first, for multi-task prompts;
+# "_taskless_sentinel" = taskless with the "span corruption + sentinel" ablation (inputs end
+# and targets start with <extra_id_0>, as span-corruption targets do).
+VARIANTS = ("", "_taskless", "_task_index", "_taskless_sentinel")
 
 # Task name -> its label words (classification tasks only).
 LABELS: dict[str, tuple[str, ...]] = {}
@@ -33,16 +35,29 @@ def add_task_variants(name: str, source: seqio.DataSource, text_preprocessors: S
     steps.append(seqio.preprocessors.tokenize)
     if suffix == "_task_index":
       steps.append(functools.partial(preprocessors.add_task_index, index=task_index))
+    if suffix == "_taskless_sentinel":
+      steps.append(preprocessors.add_sentinel)
     steps.append(seqio.preprocessors.append_eos_after_trim)
     task = name + suffix
     seqio.TaskRegistry.remove(task)
+    post = postprocess_fn
+    if suffix == "_taskless_sentinel":
+      post = functools.partial(_strip_sentinel, postprocess_fn=postprocess_fn)
     seqio.TaskRegistry.add(task, source=source, preprocessors=steps,
                            output_features=output_features(vocabulary),
-                           postprocess_fn=postprocess_fn, metric_fns=list(metric_fns))
+                           postprocess_fn=post, metric_fns=list(metric_fns))
     if labels is not None:
       LABELS[task] = tuple(labels)
     names.append(task)
   return names
+
+
+def _strip_sentinel(output, example=None, is_target=False, *, postprocess_fn):
+  """Drops the leading '<extra_id_0>' of a sentinel-variant prediction."""
+  text = output.decode("utf-8") if isinstance(output, bytes) else str(output)
+  if not is_target and text.startswith("<extra_id_0>"):
+    text = text[len("<extra_id_0>"):].strip()
+  return postprocess_fn(text, example=example, is_target=is_target)
 
 
 def add_mixture(name: str, tasks: Sequence[str]) -> str:

@@ -5,10 +5,13 @@ variants (taskless: no leading task word; task index: an <extra_id_k> first).
 All are seqio preprocessors on tf.data examples.
 """
 
+import functools
 from typing import Optional, Sequence
 
 import seqio
 import tensorflow as tf
+
+from ptjax.data import objectives
 
 UNK = "<unk>"
 
@@ -162,3 +165,10 @@ def add_task_index(dataset, output_features, index: int):
 def rekey(dataset, key_map: dict):
   """{new: x[old]}, other keys dropped."""
   return dataset.map(lambda x: {new: x[old] for new, old in key_map.items()})
+
+
+def add_sentinel(dataset, output_features):
+  """Token level, before EOS: inputs end with and targets start with <extra_id_0>."""
+  vocab_size = output_features["targets"].vocabulary.vocab_size
+  return dataset.map(functools.partial(objectives.add_sentinel, vocab_size=vocab_size),
+                     num_parallel_calls=tf.data.AUTOTUNE)

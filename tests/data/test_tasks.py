@@ -24,7 +24,7 @@ def registered():
 
 def test_every_task_and_split_yields_examples_from_mock_data(registered):
   names = sorted(n for n in seqio.TaskRegistry.names() if n.startswith("pt_"))
-  assert len(names) == 68
+  assert len(names) == 22 * len(catalog.VARIANTS) + 2  # + C4's two objectives.
   with tfds.testing.mock_data(num_examples=1):
     for name in names:
       task = seqio.get_mixture_or_task(name)
@@ -188,6 +188,15 @@ def test_task_index_variant_starts_with_its_sentinel(registered):
       ex2 = next(iter(taskless.get_dataset({"inputs": 64, "targets": 8}, split="validation",
                                            shuffle=False, try_in_mem_cache=False)))
       np.testing.assert_array_equal(ex["inputs"][1:], ex2["inputs"][:len(ex["inputs"]) - 1])
+  with tfds.testing.mock_data(num_examples=1):
+    sentinel = seqio.get_mixture_or_task("pt_super_glue_rte_v102_taskless_sentinel")
+    ex = next(iter(sentinel.get_dataset({"inputs": 64, "targets": 8}, split="validation",
+                                        shuffle=False, try_in_mem_cache=False)))
+    assert int(ex["inputs"][-2]) == 32099 and int(ex["inputs"][-1]) == 1  # ... <X0> EOS
+    assert int(ex["targets"][0]) == 32099
+    post = sentinel.postprocess_fn
+    assert post(b"<extra_id_0> entailment", example={}, is_target=False) == 0
+    assert post(b"not_entailment", example={}, is_target=True) == 1
   assert catalog.labels_of("pt_super_glue_cb_v102_taskless") == (
       "entailment", "contradiction", "neutral")
 

@@ -9,6 +9,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["ptjax", "ptjax.*"]),
+    package_data={"ptjax": ["assets/mini_world/*"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30,<0.11",
@@ -25,6 +26,7 @@ setuptools.setup(
         "ml_dtypes>=0.4,<1",
         "msgpack>=1.0,<2",
         "tensorboard>=2.15,<3",
+        "sentencepiece>=0.1.99,<1",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "scikit-learn>=1.3,<2"],

@@ -24,7 +24,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _TASK_MODULES = flags.DEFINE_multi_string(
-    "task_module", ["ptjax.data.tasks"], "Modules imported before gin parsing, to register "
+    "task_module", ["ptjax.data.tasks", "ptjax.data.mini_tasks"],
+    "Modules imported before gin parsing, to register "
     "seqio tasks (T5X's MIXTURE_OR_TASK_MODULE).")
 _NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", None, "Simulated CPU devices (tests "
                                         "and laptops); with multi-host CPU runs, uses gloo.")

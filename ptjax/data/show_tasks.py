@@ -28,7 +28,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("-n", type=int, default=3, help="Examples to print.")
   parser.add_argument("--mock", action="store_true", help="Use TFDS mock data (offline).")
   args = parser.parse_args(argv)
-  import ptjax.data.tasks  # pylint: disable=unused-import  # Registers the tasks.
+  import ptjax.data.mini_tasks  # noqa: F401  # Registers the paper's and the mini tasks.
+  import ptjax.data.tasks  # noqa: F401
   if args.list or not args.name:
     for name in sorted(n for n in seqio.TaskRegistry.names() if n.startswith("pt_")):
       labels = catalog.labels_of(name)

@@ -1,0 +1,170 @@
+"""A miniature of the paper's world: a seeded fictional world, its pre-training corpus, and
+SuperGLUE-like tasks over it. Pure Python, deterministic, offline.
+
+People live in towns, work at firms and keep pets; towns lie in regions on rivers and are
+known for a dish; firms make a product. The corpus renders these facts as biographies,
+news items, dialogues and lists. Tasks ask about the same facts; some questions need
+facts that appear only in the corpus (closed-book), not in their passage.
+"""
+
+import dataclasses
+import random
+from typing import Iterator, Optional
+
+_SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vu", "zor", "bel", "dan", "fi", "gor", "hal",
+              "in", "jo", "kes", "lum", "mor", "nel", "ost", "pra", "quin", "sal", "tav",
+              "ur", "vel", "wen", "yar", "zel", "bri", "cas"]
+PROFESSIONS = ["baker", "pilot", "teacher", "farmer", "painter", "doctor", "sailor", "miner",
+               "weaver", "singer", "judge", "potter"]
+COLORS = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+ANIMALS = ["cat", "dog", "goat", "parrot", "horse", "rabbit", "owl", "turtle"]
+DISHES = ["fish soup", "plum cake", "goat cheese", "rye bread", "honey tea", "bean stew"]
+PRODUCTS = ["boats", "lamps", "shoes", "clocks", "maps", "bells", "carpets", "kites"]
+RIVERS = ["Amber", "Silver", "Cold", "Long", "Quiet", "Stone"]
+
+
+@dataclasses.dataclass
+class Person:
+  name: str
+  pronoun: str
+  town: str
+  job: str
+  firm: str
+  color: str
+  pet: str
+  pet_name: str
+  born: int
+  friend: str = ""
+
+
+@dataclasses.dataclass
+class Town:
+  name: str
+  region: str
+  river: str
+  dish: str
+
+
+@dataclasses.dataclass
+class Firm:
+  name: str
+  town: str
+  product: str
+  founded: int
+
+
+class World:
+  """All entities, generated from `seed`."""
+
+  def __init__(self, seed: int = 0, num_people: int = 600, num_towns: int = 24,
+               num_firms: int = 40):
+    rng = random.Random(seed)
+    used = set()
+
+    def word(parts, unique=True):
+      for _ in range(10000):
+        name = "".join(rng.choice(_SYLLABLES) for _ in range(parts)).capitalize()
+        if not unique or name not in used:
+          used.add(name)
+          return name
+      raise ValueError(f"World: ran out of unique {parts}-syllable names; use fewer entities.")
+
+    first_names = [word(2) for _ in range(120)]
+
+    regions = [word(3) for _ in range(4)]
+    self.towns = [Town(word(2), rng.choice(regions), rng.choice(RIVERS), rng.choice(DISHES))
+                  for _ in range(num_towns)]
+    self.firms = [Firm(word(2) + rng.choice([" Works", " and Sons", " Guild"]),
+                       rng.choice(self.towns).name, rng.choice(PRODUCTS),
+                       rng.randrange(1800, 2000)) for _ in range(num_firms)]
+    self.people = []
+    for _ in range(num_people):
+      firm = rng.choice(self.firms)
+      self.people.append(Person(
+          name=f"{rng.choice(first_names)} {word(3)}", pronoun=rng.choice(["he", "she"]),
+          town=rng.choice(self.towns).name, job=rng.choice(PROFESSIONS), firm=firm.name,
+          color=rng.choice(COLORS), pet=rng.choice(ANIMALS), pet_name=word(2, unique=False),
+          born=rng.randrange(1940, 2005)))
+    for person in self.people:
+      person.friend = rng.choice(self.people).name
+    self.town = {t.name: t for t in self.towns}
+    self.firm = {f.name: f for f in self.firms}
+
+  # --- The corpus --------------------------------------------------------------------
+
+  def biography(self, p: Person, rng: random.Random) -> str:
+    he, his = p.pronoun.capitalize(), {"he": "His", "she": "Her"}[p.pronoun]
+    sentences = [
+        rng.choice([f"{p.name} was born in {p.born} and lives in {p.town}.",
+                    f"Born in {p.born}, {p.name} makes a home in {p.town}.",
+                    f"{p.name} lives in {p.town}; {p.pronoun} was born in {p.born}."]),
+        rng.choice([f"{he} works as a {p.job} at {p.firm}.",
+                    f"By trade {p.name} is a {p.job}, employed by {p.firm}.",
+                    f"{he} is a {p.job} for {p.firm}."]),
+        rng.choice([f"{his} favourite colour is {p.color}.",
+                    f"{p.name} likes the colour {p.color} best."]),
+        rng.choice([f"{he} keeps a {p.pet} called {p.pet_name}.",
+                    f"{p.pet_name}, a {p.pet}, lives with {p.name}."]),
+        f"{his} best friend is {p.friend}.",
+    ]
+    rng.shuffle(sentences[2:])
+    return " ".join(sentences)
+
+  def town_note(self, t: Town, rng: random.Random) -> str:
+    return rng.choice([
+        f"{t.name} is a town in {t.region} on the {t.river} river, famous for its {t.dish}.",
+        f"On the banks of the {t.river} lies {t.name}, a town of {t.region} known for "
+        f"{t.dish}.",
+    ])
+
+  def news(self, f: Firm, rng: random.Random) -> str:
+    staff = [p.name for p in self.people if p.firm == f.name][:3]
+    lines = [rng.choice([f"NEWS: {f.name}, the maker of {f.product} founded in {f.founded}, "
+                         f"reports a busy year in {f.town}.",
+                         f"{f.town} daily: {f.name} ({f.product} since {f.founded}) is hiring."])]
+    if staff:
+      lines.append(f"Workers such as {', '.join(staff)} spoke to the paper.")
+    return " ".join(lines)
+
+  def dialogue(self, p: Person, rng: random.Random) -> str:
+    return rng.choice([
+        f"A: Where does {p.name} live? B: In {p.town}. A: And what does {p.pronoun} do? "
+        f"B: {p.pronoun.capitalize()} is a {p.job}.",
+        f"A: Who looks after {p.pet_name}? B: {p.name}, it is {p.name.split()[0]}'s {p.pet}.",
+    ])
+
+  def listing(self, t: Town) -> str:
+    residents = [p.name for p in self.people if p.town == t.name][:6]
+    return f"People of {t.name}: {', '.join(residents)}." if residents else ""
+
+  def corpus(self, seed: int = 0) -> Iterator[str]:
+    """Endless documents (biographies, town notes, news, dialogues, lists)."""
+    rng = random.Random(seed)
+    while True:
+      kind = rng.random()
+      if kind < 0.45:
+        yield self.biography(rng.choice(self.people), rng)
+      elif kind < 0.6:
+        yield self.town_note(rng.choice(self.towns), rng)
+      elif kind < 0.75:
+        yield self.news(rng.choice(self.firms), rng)
+      elif kind < 0.9:
+        yield self.dialogue(rng.choice(self.people), rng)
+      else:
+        text = self.listing(rng.choice(self.towns))
+        if text:
+          yield text
+
+
+def default_world() -> World:
+  return World(seed=0)
+
+
+def split_of(index: int) -> str:
+  """People are split 80/10/10 into train / validation / test by index."""
+  return "train" if index % 10 < 8 else ("validation" if index % 10 == 8 else "test")
+
+
+def corpus_sample(world: Optional[World] = None, documents: int = 1000, seed: int = 0) -> list:
+  it = (world or default_world()).corpus(seed)
+  return [next(it) for _ in range(documents)]

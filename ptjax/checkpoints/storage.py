@@ -39,13 +39,19 @@ def _gcs_store_and_key(path: str):
   return store, spec["path"]
 
 
+def key_exists(store: ts.KvStore, key: str) -> bool:
+  """An object `key`, or a 'folder' (objects under `key/`), in a kvstore. Lists instead of
+  reading: a single-file checkpoint can be gigabytes."""
+  key = key.rstrip("/")
+  if store.list(ts.KvStore.KeyRange(key, key + "\x00")).result():
+    return True
+  return bool(store.list(ts.KvStore.KeyRange(key + "/", key + "0")).result())
+
+
 def exists(path: str) -> bool:
   """True for an existing file (gs: an object) or local folder."""
   if is_gcs(path):
-    store, key = _gcs_store_and_key(path)
-    if store.read(key).result().state == "value":
-      return True
-    return bool(store.list(ts.KvStore.KeyRange(key.rstrip("/") + "/")).result())
+    return key_exists(*_gcs_store_and_key(path))
   return os.path.exists(path)
 
 

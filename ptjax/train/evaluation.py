@@ -175,7 +175,8 @@ def _with_demonstrations(task, examples: list, design: PromptDesign,
   vocab = task.output_features["inputs"].vocabulary
   shots = []
   if design.num_shots:
-    train = pipeline.eval_examples(task.name, lengths, "train")
+    # Shots come from the first 1,000 train examples: enough to sample from, and cheap.
+    train = pipeline.eval_examples(task.name, lengths, "train", max(1000, design.num_shots))
     picks = np.random.default_rng(design.seed).choice(len(train), design.num_shots,
                                                       replace=False)
     shots = [f"{_text(train[i]['inputs_pretokenized'])} "

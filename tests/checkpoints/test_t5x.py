@@ -212,3 +212,17 @@ def test_error_unsupported_version_and_no_target(tmp_path):
   (tmp_path / "empty").write_bytes(serialization.msgpack_serialize({"version": 3, "step": 1}))
   with pytest.raises(CheckpointError, match="no optimizer/target parameters"):
     load_checkpoint(str(tmp_path / "empty"))
+
+
+def test_object_store_existence_lists_instead_of_reading():
+  from ptjax.checkpoints import storage
+  store = ts.KvStore.open({"driver": "memory"}).result()
+  store.write("ckpt/checkpoint", b"x").result()
+  store.write("ckpt/target.w/0.0", b"y").result()
+  assert storage.key_exists(store, "ckpt/checkpoint")
+  assert storage.key_exists(store, "ckpt/")  # A folder.
+  assert storage.key_exists(store, "ckpt/target.w")
+  assert not storage.key_exists(store, "ckpt/check")  # A prefix is not an object.
+  assert not storage.key_exists(store, "other")
+  assert storage.kvstore_spec("gs://bucket/a/b") == {"driver": "gcs", "bucket": "bucket",
+                                                     "path": "a/b"}

@@ -22,6 +22,13 @@ def get_task(name: str):
         f"{len(known)} registered, e.g. {known[:5]}.") from None
 
 
+def refuse_packing(pack: bool) -> None:
+  if pack:
+    raise ValueError("Packing is not supported with prompt tuning: a prompt is prepended to "
+                     "each example, so packed examples would share and misplace it. Set "
+                     "pack=False (EncDecFeatureConverter(pack=False)).")
+
+
 def batches(task_name: str, feature_lengths: Mapping[str, int], split: str, batch_size: int,
             *, shuffle: bool = True, seed: int = 0, repeat: bool = True, pack: bool = False,
             skip_batches: int = 0, host_index: int = 0, host_count: int = 1,
@@ -31,10 +38,7 @@ def batches(task_name: str, feature_lengths: Mapping[str, int], split: str, batc
 
   Arguments are checked now, not at the first `next`.
   """
-  if pack:
-    raise ValueError("Packing is not supported with prompt tuning: a prompt is prepended to "
-                     "each example, so packed examples would share and misplace it. Set "
-                     "pack=False (EncDecFeatureConverter(pack=False)).")
+  refuse_packing(pack)
   if batch_size % host_count:
     raise ValueError(f"BATCH_SIZE={batch_size} must be divisible by the {host_count} hosts.")
   task = get_task(task_name)

@@ -26,8 +26,8 @@ from ptjax.train.step import LossConfig, build_steps
 
 
 def _improved(metric: str, value: float, best: Optional[float]) -> bool:
-  lower_is_better = metric.endswith("loss")
-  return best is None or (value < best if lower_is_better else value > best)
+  lower = evaluation.lower_is_better(metric)
+  return best is None or (value < best if lower else value > best)
 
 
 def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
@@ -48,9 +48,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   optimizer state, step, RNG and data position; the frozen model is reloaded from
   `initial_checkpoint_path` on resume.
   """
-  if pack:
-    pipeline.batches(mixture_or_task_name, task_feature_lengths, "train", batch_size, pack=True)
-  pipeline.get_task(mixture_or_task_name)  # Unknown task: fail before loading any weights.
+  pipeline.refuse_packing(pack)  # Bad settings fail before any weights load.
+  pipeline.get_task(mixture_or_task_name)
   optimizer = optimizer or optim.paper_adafactor()
   mesh = partitioning.make_mesh(num_partitions, mesh_shape)
   run = setup_run(model_config, initial_checkpoint_path, prompt_length, prompt_init, trainable,

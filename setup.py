@@ -9,7 +9,9 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["ptjax", "ptjax.*"]),
-    package_data={"ptjax": ["assets/mini_world/*"]},
+    package_data={"ptjax": ["assets/mini_world/*", "assets/mini_t5_1_1_large/*",
+                             "assets/mini_t5_1_1_large/*/*",
+                             "assets/mini_t5_1_1_large/*/.zarray"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.30,<0.11",

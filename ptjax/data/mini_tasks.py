@@ -9,11 +9,13 @@ paper's tasks:
   pt_mini_squad_ood  the same questions over dialogues and news items (domain shift)
   pt_mini_corpus_{span_corruption,prefix_lm}   pre-training objectives over the corpus
 
-Splits: people are split 80/10/10 (train/validation/test) by index; examples are
-generated deterministically from the world's seed.
+Splits: people are split 80/10/10 (train/validation/test) by index, so no person of a
+validation question appears in a train question; examples are generated deterministically
+from the world's seed.
 """
 
 import functools
+import itertools
 import os
 import random
 from typing import Iterator
@@ -21,13 +23,12 @@ from typing import Iterator
 import seqio
 import tensorflow as tf
 
+from ptjax import assets
 from ptjax.data import catalog, metrics, mini_world, postprocessors
 from ptjax.data import preprocessors as pre
 from ptjax.data import tasks as paper_tasks
 
-ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets",
-                      "mini_world")
-VOCAB_PATH = os.path.join(ASSETS, "sentencepiece.model")
+VOCAB_PATH = assets.MINI_WORLD_VOCAB
 SPLITS = ("train", "validation", "test")
 BOOLQ_LABELS, RTE_LABELS = ("no", "yes"), ("entailment", "contradiction", "neutral")
 
@@ -55,6 +56,9 @@ def train_vocabulary(path: str = VOCAB_PATH, vocab_size: int = 1000,
       sentence_iterator=iter(mini_world.corpus_sample(documents=documents) + formats),
       model_writer=model,
       vocab_size=vocab_size, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+      # Label words whole: a label split into 4-6 pieces is far harder for a frozen mini
+      # model to emit through a prompt (rank classification also favours short labels).
+      user_defined_symbols=[f"▁{w}" for w in BOOLQ_LABELS + RTE_LABELS],
       character_coverage=1.0, num_threads=1, minloglevel=2)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "wb") as f:
@@ -62,8 +66,15 @@ def train_vocabulary(path: str = VOCAB_PATH, vocab_size: int = 1000,
   return path
 
 
+# Several examples per person (other questions, other renderings of the biography): 3,840
+# train, 240 validation and 240 test examples per task.
+EXAMPLES_PER_PERSON = {"train": 8, "validation": 4, "test": 4}
+
+
 def _people(world, split):
-  return [p for i, p in enumerate(world.people) if mini_world.split_of(i) == split]
+  """The split's people, each repeated EXAMPLES_PER_PERSON times (round-robin)."""
+  people = [p for i, p in enumerate(world.people) if mini_world.split_of(i) == split]
+  return people * EXAMPLES_PER_PERSON[split]
 
 
 def boolq_examples(world: mini_world.World, split: str) -> Iterator[dict]:
@@ -159,6 +170,21 @@ def _qa_format(x):
           "answers": tf.strings.reduce_join(x["answers"], separator="|||"), "id": x["id"]}
 
 
+EVAL_CORPUS_DOCUMENTS = 2000
+
+
+def _corpus_dataset(split, shuffle_files, seed=None):
+  """train: endless documents; validation / test: the first 2,000 of other seeds."""
+  del shuffle_files, seed
+  def documents():
+    stream = mini_world.default_world().corpus(
+        seed={"train": 0, "validation": 1, "test": 2}[split])
+    if split != "train":
+      stream = itertools.islice(stream, EVAL_CORPUS_DOCUMENTS)
+    return ({"text": t} for t in stream)
+  return tf.data.Dataset.from_generator(documents, output_signature={"text": _TEXT})
+
+
 def register(vocabulary: seqio.Vocabulary) -> None:
   catalog.add_task_variants(
       "pt_mini_boolq", _source(lambda w, s: ({k: v for k, v in e.items() if k != "closed_book"}
@@ -179,11 +205,7 @@ def register(vocabulary: seqio.Vocabulary) -> None:
     catalog.add_task_variants(name, _source(generator, qa_signature), [_qa_format], vocabulary,
                               postprocessors.answers, [metrics.squad], 2 + i,
                               has_task_word=False)
-  corpus = seqio.FunctionDataSource(
-      lambda split, shuffle_files, seed=None: tf.data.Dataset.from_generator(
-          lambda: ({"text": t} for t in mini_world.default_world().corpus(
-              seed={"train": 0, "validation": 1, "test": 2}[split])),
-          output_signature={"text": _TEXT}), splits=SPLITS)
+  corpus = seqio.FunctionDataSource(_corpus_dataset, splits=SPLITS)
   paper_tasks.register_pretraining("pt_mini_corpus", corpus, vocabulary)
 
 

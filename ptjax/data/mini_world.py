@@ -131,7 +131,14 @@ class World:
         f"A: Where does {p.name} live? B: In {p.town}. A: And what does {p.pronoun} do? "
         f"B: {p.pronoun.capitalize()} is a {p.job}.",
         f"A: Who looks after {p.pet_name}? B: {p.name}, it is {p.name.split()[0]}'s {p.pet}.",
+        self._yes_no(p, rng),
     ])
+
+  def _yes_no(self, p: Person, rng: random.Random) -> str:
+    """Yes/no questions answered: the corpus teaches the answer words (as web text would)."""
+    town = rng.choice([p.town, rng.choice(self.towns).name])
+    answer = "yes" if town == p.town else f"no, in {p.town}"
+    return f"A: Does {p.name} live in {town}? B: {answer}."
 
   def listing(self, t: Town) -> str:
     residents = [p.name for p in self.people if p.town == t.name][:6]

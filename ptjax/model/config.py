@@ -92,6 +92,12 @@ PRESETS = {
     "large": _t5_1_1(1024, 16, 2816, 24),
     "xl": _t5_1_1(2048, 32, 5120, 24),
     "xxl": _t5_1_1(4096, 64, 10240, 24),
+    # The mini-world ladder (gin/models/t5_1_1_mini_*.gin): ptjax's own SentencePiece
+    # vocabulary (1,100 ids, padded to 1,152 like T5's 32,100 -> 32,128).
+    "mini_small": _t5_1_1(48, 4, 128, 2, head_dim=12).replace(vocab_size=1152),
+    "mini_base": _t5_1_1(64, 4, 192, 4, head_dim=16).replace(vocab_size=1152),
+    "mini_large": _t5_1_1(128, 4, 320, 4, head_dim=32).replace(vocab_size=1152),
+    "mini_xl": _t5_1_1(192, 6, 448, 5, head_dim=32).replace(vocab_size=1152),
 }
 
 

@@ -7,3 +7,5 @@ from ptjax.prompts.initializers import (class_labels, from_array, from_file, fro
                                         random_uniform, sampled_vocab)
 from ptjax.prompts.io import PromptFileError, load_prompt, save_npy, save_peft
 from ptjax.prompts.module import PROMPT_AXES, PromptT5, prepend_prompt
+from ptjax.prompts.multi import (MultiPromptT5, majority_vote, replicate_for_ensemble,
+                                 stack_prompts, variables_for)

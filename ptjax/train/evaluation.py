@@ -41,7 +41,7 @@ def lower_is_better(metric: str) -> bool:
   return metric.endswith("loss") or metric == "illegal_predictions"
 
 
-def _text(value) -> str:
+def as_text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
@@ -117,7 +117,7 @@ class Evaluator:
     rows = []
     if texts:
       post = task.postprocess_fn or (lambda x, **_: x)
-      targets = [post(_text(ex["targets_pretokenized"]), example=ex, is_target=True)
+      targets = [post(as_text(ex["targets_pretokenized"]), example=ex, is_target=True)
                  for ex in examples]
       predictions = [post(t, example=ex, is_target=False) for t, ex in zip(texts, examples)]
       for fn in task.predict_metric_fns:
@@ -125,8 +125,8 @@ class Evaluator:
       labels = catalog.labels_of(task.name)
       if labels is not None:
         results["illegal_predictions"] = float(metrics_lib.count_illegal(texts, labels))
-      rows = [{"input": _text(ex.get("inputs_pretokenized", b"")),
-               "target": _text(ex["targets_pretokenized"]), "prediction": t, "score": s}
+      rows = [{"input": as_text(ex.get("inputs_pretokenized", b"")),
+               "target": as_text(ex["targets_pretokenized"]), "prediction": t, "score": s}
               for ex, t, s in zip(examples, texts, scores)]
     return results, rows
 
@@ -179,8 +179,8 @@ def _with_demonstrations(task, examples: list, design: PromptDesign,
     train = pipeline.eval_examples(task.name, lengths, "train", max(1000, design.num_shots))
     picks = np.random.default_rng(design.seed).choice(len(train), design.num_shots,
                                                       replace=False)
-    shots = [f"{_text(train[i]['inputs_pretokenized'])} "
-             f"{_text(train[i]['targets_pretokenized'])}" for i in picks]
+    shots = [f"{as_text(train[i]['inputs_pretokenized'])} "
+             f"{as_text(train[i]['targets_pretokenized'])}" for i in picks]
   prefix = design.separator.join([t for t in [design.instruction, *shots] if t])
   prefix_ids = np.asarray(vocab.encode(prefix + design.separator), np.int32) if prefix else \
       np.zeros((0,), np.int32)

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from ptjax import prompts
+from ptjax.checkpoints.t5x import save_t5x
 from ptjax.checkpoints.train_state import RunCheckpoints
 from ptjax.data import pipeline
 from ptjax.model import T5Config
@@ -44,8 +45,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           shuffle: bool = True, pack: bool = False) -> dict:
   """Prompt-tunes (or, with TRAINABLE=['.*'] and prompt_length=0, model-tunes) a frozen T5.
 
-  Returns the last evaluation's metrics. Checkpoints hold only trained variables,
-  optimizer state, step, RNG and data position; the frozen model is reloaded from
+  Returns the last evaluation's metrics and `trainable_parameters`. Checkpoints hold only
+  trained variables, optimizer state, step, RNG and data position; the frozen model is reloaded from
   `initial_checkpoint_path` on resume.
   """
   pipeline.refuse_packing(pack)  # Bad settings fail before any weights load.
@@ -55,6 +56,10 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   run = setup_run(model_config, initial_checkpoint_path, prompt_length, prompt_init, trainable,
                   mesh, seed)
   state, state_shardings = init_state(run, optimizer, seed)
+  trainable_parameters = sum(x.size for x in jax.tree.leaves(run.trainable))
+  total = trainable_parameters + sum(x.size for x in jax.tree.leaves(run.frozen))
+  print(f"Trainable parameters: {trainable_parameters:,} of {total:,} "
+        f"({100 * trainable_parameters / total:.3g}%).", flush=True)
   steps = build_steps(run.model, optimizer, mesh, state_shardings, run.frozen_shardings, loss,
                       dropout=model_config.dropout_rate > 0)
   log = MetricLog(model_dir)
@@ -86,8 +91,9 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
                  "z_loss": values["z_loss"] / max(values["tokens"], 1.0),
                  "steps_per_second": rate, "examples_per_second": rate * batch_size}
       log.scalars("train", step, scalars)
-      log.line(f"step {step}/{train_steps}  {rate:.2f} steps/s  "
-               f"{rate * batch_size:.1f} examples/s  loss {scalars['loss']:.4f}")
+      log.line(f"{progress_bar(step, train_steps)} step {step}/{train_steps}  "
+               f"{rate:.2f} steps/s  {rate * batch_size:.1f} examples/s  "
+               f"loss {scalars['loss']:.4f}  eta {(train_steps - step) / max(rate, 1e-9):.0f}s")
       tic, tic_step = time.perf_counter(), step
     if step % eval_every == 0 or step == train_steps:
       metrics = evaluator.run(state, step, model_dir)
@@ -101,7 +107,14 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
       checkpoints.save(step, _saved(state), force=True)
   checkpoints.close()
   _export(run, state, model_dir, None)
-  return metrics
+  _export_params(run, state, model_dir, train_steps)
+  return {**metrics, "trainable_parameters": trainable_parameters}
+
+
+def progress_bar(step: int, total: int, width: int = 20) -> str:
+  """'[#######.............]  35%' for step of total."""
+  done = width * step // max(total, 1)
+  return f"[{'#' * done}{'.' * (width - done)}] {100 * step // max(total, 1):3d}%"
 
 
 def _saved(state: TrainState) -> dict:
@@ -112,6 +125,20 @@ def _saved(state: TrainState) -> dict:
 def _read_best(model_dir: str) -> Optional[dict]:
   path = os.path.join(model_dir, "best", "best.json")
   return json.load(open(path)) if os.path.exists(path) else None
+
+
+def _export_params(run: Run, state: TrainState, model_dir: str, step: int):
+  """When model weights trained (model tuning, pre-training): the whole model as a T5X
+  checkpoint `MODEL_DIR/checkpoint_<step>`, as T5X names it, so it can be the
+  INITIAL_CHECKPOINT_PATH of the next run (e.g. LM adaptation after span corruption)."""
+  if "params" not in state.trainable:
+    return
+  params = optim.merge(state.trainable, run.frozen)["params"]
+  params = jax.tree.map(lambda x: np.asarray(
+      jax.experimental.multihost_utils.process_allgather(x, tiled=True)), params)
+  if jax.process_index() == 0:
+    path = save_t5x(params, os.path.join(model_dir, f"checkpoint_{step}"), step=step)
+    print(f"Model weights (T5X checkpoint): {path}", flush=True)
 
 
 def _export(run: Run, state: TrainState, folder: str, record: Optional[dict]):

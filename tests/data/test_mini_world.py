@@ -35,7 +35,7 @@ def test_vocabulary_covers_the_corpus_with_t5_ids():
 def test_boolq_is_balanced_with_closed_book_questions():
   world = mini_world.default_world()
   examples = list(mini_tasks.boolq_examples(world, "train"))
-  assert len(examples) == 480
+  assert len(examples) == 480 * 8  # 480 train people, 8 questions each.
   assert 0.4 < np.mean([e["label"] for e in examples]) < 0.6
   closed = [e for e in examples if e["closed_book"]]
   assert 0.3 < len(closed) / len(examples) < 0.5

@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
-from conftest import INLINE_CKPT, ROOT, shared_fixture
+from conftest import INLINE_CKPT, INLINE_CONFIG, ROOT, shared_fixture
 
 WORDS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum"]
 
@@ -200,3 +201,13 @@ def test_model_tuning_run_is_the_same_trainer(tmp_path):
                                                          "default"))
   assert set(tree["trainable"]) == {"params"}
   assert tree["trainable"]["params"]["token_embedder"]["embedding"].shape == (32128, 8)
+  # The trained model is also written in T5X format, equal to the run's final weights.
+  from ptjax.checkpoints import load_checkpoint
+  _, exported = load_checkpoint(os.path.join(model_dir, "checkpoint_2"), INLINE_CONFIG)
+  _, initial = load_checkpoint(shared_fixture(INLINE_CKPT), INLINE_CONFIG)
+  for name in ("token_embedder", "decoder"):
+    jax_tree_equal = [np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(exported[name]), jax.tree.leaves(tree["trainable"]["params"][name]))]
+    assert all(jax_tree_equal)
+  assert not np.array_equal(exported["token_embedder"]["embedding"],
+                            initial["token_embedder"]["embedding"])

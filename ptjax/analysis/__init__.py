@@ -1,0 +1,6 @@
+"""Reading run outputs: prompt interpretability (nearest vocabulary neighbours).
+
+Never imports `ptjax.train`.
+"""
+
+from ptjax.analysis.neighbours import nearest_neighbours, neighbour_report

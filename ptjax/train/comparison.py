@@ -1,0 +1,95 @@
+"""The paper's comparison on one task, as one table: majority class, prompt design,
+prompt tuning and model tuning, each with its score, trainable parameters and wall time
+(gin/runs/demo.gin). The three model rows are plain run functions that gin configures
+under scopes (`prompt_design/evaluation.evaluate`, `prompt_tuning/trainer.train`,
+`model_tuning/trainer.train`); this module only calls them and tabulates.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import time
+from typing import Callable, Mapping, Optional
+
+from ptjax.data import pipeline
+from ptjax.train import evaluation
+
+
+@dataclasses.dataclass
+class Row:
+  method: str
+  score: float
+  trainable_parameters: int
+  wall_s: float
+
+
+def majority_class(task_name: str, metric: str, split: str = "validation",
+                   max_examples: Optional[int] = None, train_examples: int = 1000) -> float:
+  """`metric` of always predicting the most frequent target of the first
+  `train_examples` train examples, scored like a model's predictions on (the first
+  `max_examples` of) `split`."""
+  task = pipeline.get_task(task_name)
+  lengths = {"inputs": 1, "targets": 1}  # Only the raw text fields are used.
+  train = pipeline.eval_examples(task_name, lengths, "train", train_examples)
+  counts = collections.Counter(evaluation.as_text(ex["targets_pretokenized"]) for ex in train)
+  guess = counts.most_common(1)[0][0]
+  examples = pipeline.eval_examples(task_name, lengths, split, max_examples)
+  post = task.postprocess_fn or (lambda x, **_: x)
+  targets = [post(evaluation.as_text(ex["targets_pretokenized"]), example=ex, is_target=True)
+             for ex in examples]
+  predictions = [post(guess, example=ex, is_target=False) for ex in examples]
+  results = {}
+  for fn in task.predict_metric_fns:
+    results.update(fn(targets, predictions))
+  if metric not in results:
+    raise ValueError(f"BEST_METRIC={metric!r} is not a metric of {task_name}; it has "
+                     f"{sorted(results)}.")
+  return float(results[metric])
+
+
+def format_table(rows: list[Row], metric: str) -> str:
+  """Markdown table, one row per method (scores as the metric reports them: ptjax's
+  metrics are percentages)."""
+  lines = [f"| method | {metric} | trainable parameters | wall time (s) |",
+           "|---|---:|---:|---:|"]
+  lines += [f"| {r.method} | {r.score:.1f} | {r.trainable_parameters:,} | "
+            f"{r.wall_s:.0f} |" for r in rows]
+  return "\n".join(lines)
+
+
+def compare(*, model_dir: str, mixture_or_task_name: str, metric: str,
+            max_eval_examples: Optional[int] = None,
+            prompt_design: Optional[Callable[..., Mapping]] = None,
+            prompt_tuning: Optional[Callable[..., Mapping]] = None,
+            model_tuning: Optional[Callable[..., Mapping]] = None) -> list[Row]:
+  """Runs each method (those given) in `model_dir/<method>` and prints the table; writes
+  it to `model_dir/comparison.md` and `.json`. Scores are `metric` on the
+  validation split (its first `max_eval_examples`, as the runs are bound to use); wall
+  time includes loading, compiling, training and evaluation."""
+  rows = []
+  tic = time.perf_counter()
+  rows.append(Row("majority class", majority_class(mixture_or_task_name, metric,
+                                                   max_examples=max_eval_examples), 0,
+                  time.perf_counter() - tic))
+  for name, fn in (("prompt design", prompt_design), ("prompt tuning", prompt_tuning),
+                   ("model tuning", model_tuning)):
+    if fn is None:
+      continue
+    print(f"== {name} ==", flush=True)
+    tic = time.perf_counter()
+    results = fn(model_dir=os.path.join(model_dir, name.replace(" ", "_")))
+    if metric not in results:
+      raise ValueError(f"{name} returned no {metric!r} (it has {sorted(results)}): set "
+                       f"BEST_METRIC to a metric of {mixture_or_task_name}.")
+    rows.append(Row(name, float(results[metric]), int(results.get("trainable_parameters", 0)),
+                    time.perf_counter() - tic))
+  table = format_table(rows, metric)
+  os.makedirs(model_dir, exist_ok=True)
+  with open(os.path.join(model_dir, "comparison.md"), "w") as f:
+    f.write(f"{mixture_or_task_name}, validation split\n\n{table}\n")
+  with open(os.path.join(model_dir, "comparison.json"), "w") as f:
+    json.dump({"task": mixture_or_task_name, "metric": metric,
+               "rows": [dataclasses.asdict(r) for r in rows]}, f, indent=1)
+  print(f"\n{mixture_or_task_name} (validation)\n{table}", flush=True)
+  return rows

@@ -46,8 +46,9 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   """Prompt-tunes (or, with TRAINABLE=['.*'] and prompt_length=0, model-tunes) a frozen T5.
 
   Returns the last evaluation's metrics and `trainable_parameters`. Checkpoints hold only
-  trained variables, optimizer state, step, RNG and data position; the frozen model is reloaded from
-  `initial_checkpoint_path` on resume.
+  trained variables, optimizer state, step, RNG and data position; the frozen model is
+  reloaded from `initial_checkpoint_path` on resume. When model weights train, the final
+  model is also written as a T5X checkpoint, `MODEL_DIR/checkpoint_<train_steps>`.
   """
   pipeline.refuse_packing(pack)  # Bad settings fail before any weights load.
   pipeline.get_task(mixture_or_task_name)
@@ -56,13 +57,13 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
   run = setup_run(model_config, initial_checkpoint_path, prompt_length, prompt_init, trainable,
                   mesh, seed)
   state, state_shardings = init_state(run, optimizer, seed)
-  trainable_parameters = sum(x.size for x in jax.tree.leaves(run.trainable))
-  total = trainable_parameters + sum(x.size for x in jax.tree.leaves(run.frozen))
-  print(f"Trainable parameters: {trainable_parameters:,} of {total:,} "
-        f"({100 * trainable_parameters / total:.3g}%).", flush=True)
   steps = build_steps(run.model, optimizer, mesh, state_shardings, run.frozen_shardings, loss,
                       dropout=model_config.dropout_rate > 0)
   log = MetricLog(model_dir)
+  trainable_parameters = sum(x.size for x in jax.tree.leaves(run.trainable))
+  total = trainable_parameters + sum(x.size for x in jax.tree.leaves(run.frozen))
+  log.line(f"Trainable parameters: {trainable_parameters:,} of {total:,} "
+           f"({100 * trainable_parameters / total:.3g}%).")
   checkpoints = RunCheckpoints(os.path.join(model_dir, "checkpoints"), save_every,
                                keep_checkpoints)
   start = checkpoints.latest_step() or 0

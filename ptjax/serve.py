@@ -10,6 +10,7 @@ CLI (gin/runs/serve.gin): JSONL requests {"task": ..., "inputs": ...} in, the sa
 objects with "prediction" and "score" added out.
 """
 
+import contextlib
 import functools
 import json
 import sys
@@ -93,17 +94,18 @@ def serve(*, model_config: T5Config, vocabulary: seqio.Vocabulary,
   server = PromptServer(model_config, initial_checkpoint_path, task_prompts, vocabulary,
                         batch_size=batch_size, max_input_length=max_input_length,
                         max_decode_length=max_decode_length)
-  source = sys.stdin if requests == "-" else open(requests)
-  rows = []
-  for n, line in enumerate(source, 1):
-    if line.strip():
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{requests}:{n}: not a JSON object ({e.msg}); each line must be "
-                         f'{{"task": ..., "inputs": ...}}.') from None
-  answers = server.answer(rows)
-  sink = sys.stdout if output == "-" else open(output, "w")
-  sink.writelines(json.dumps(a) + "\n" for a in answers)
-  sink.flush()
+  with contextlib.ExitStack() as files:
+    source = sys.stdin if requests == "-" else files.enter_context(open(requests))
+    rows = []
+    for n, line in enumerate(source, 1):
+      if line.strip():
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{requests}:{n}: not a JSON object ({e.msg}); each line must be "
+                           f'{{"task": ..., "inputs": ...}}.') from None
+    answers = server.answer(rows)
+    sink = sys.stdout if output == "-" else files.enter_context(open(output, "w"))
+    sink.writelines(json.dumps(a) + "\n" for a in answers)
+    sink.flush()
   return len(answers)

@@ -9,7 +9,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["ptjax", "ptjax.*"]),
-    package_data={"ptjax": ["assets/mini_world/*", "assets/mini_t5_1_1_large/*",
+    package_data={"ptjax": ["assets/mini_world/*", "assets/paper/*", "assets/mini_t5_1_1_large/*",
                              "assets/mini_t5_1_1_large/*/*",
                              "assets/mini_t5_1_1_large/*/.zarray"]},
     python_requires=">=3.10",
@@ -31,7 +31,9 @@ setuptools.setup(
         "sentencepiece>=0.1.99,<1",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "scikit-learn>=1.3,<2"],
+        "test": ["pytest>=8,<10", "scikit-learn>=1.3,<2", "matplotlib>=3.7,<4"],
+        # Figures of `python -m ptjax.experiments table`.
+        "plots": ["matplotlib>=3.7,<4"],
         # Only for scripts that build fixtures or compare against Hugging Face / PEFT.
         # torch is pinned to the CPU wheel; an unpinned torch pulls GBs of CUDA.
         "compare": ["torch==2.13.0", "transformers>=4.44,<6", "peft>=0.12,<1"],

@@ -5,7 +5,8 @@ r"""ptjax entry point: gin files pick the run (train | eval | infer) and configu
       --gin.MODEL_DIR="'/tmp/rte'" --gin.MIXTURE_OR_TASK_NAME="'my_task'"
 
 `--gin.NAME=VALUE` is T5X's shorthand for `--gin_bindings='NAME = VALUE'`. Multi-host:
-pass --coordinator_address, --num_processes and --process_id on every host.
+pass --coordinator_address, --num_processes and --process_id on every host, or
+--initialize_distributed where JAX detects the cluster (Cloud TPU pod slices).
 """
 
 import os
@@ -27,6 +28,10 @@ _TASK_MODULES = flags.DEFINE_multi_string(
     "task_module", ["ptjax.data.tasks", "ptjax.data.mini_tasks"],
     "Modules imported before gin parsing, to register "
     "seqio tasks (T5X's MIXTURE_OR_TASK_MODULE).")
+_INITIALIZE_DISTRIBUTED = flags.DEFINE_bool(
+    "initialize_distributed", False, "Multi-host without addresses: jax.distributed."
+    "initialize() detects the cluster (Cloud TPU pod slices, SLURM, ...). Every host runs "
+    "the same command (python -m ptjax.experiments launch writes such scripts).")
 _NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", None, "Simulated CPU devices (tests "
                                         "and laptops); with multi-host CPU runs, uses gloo.")
 
@@ -53,6 +58,8 @@ def _init_jax():
     if _NUM_CPU_DEVICES.value:
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _INITIALIZE_DISTRIBUTED.value:
+    jax.distributed.initialize()
 
 
 def _parse_gin():
@@ -63,8 +70,16 @@ def _parse_gin():
     importlib.import_module(module)
   for path in [".", REPO_GIN_DIR, *_GIN_SEARCH_PATHS.value]:
     gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value,
-                                      finalize_config=True)
+  # gin logs an ERROR for every search path an include is not in, even when a later one
+  # has it; a file found nowhere still fails the parse with its name.
+  def quiet(record):
+    return record.msg != "Path not found: %s"
+  logging.get_absl_logger().addFilter(quiet)
+  try:
+    gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value,
+                                        finalize_config=True)
+  finally:
+    logging.get_absl_logger().removeFilter(quiet)
 
 
 def _model_dir() -> Optional[str]:

@@ -4,12 +4,12 @@
 # from its checkpoint, with the same trainer (gin/runs/pretrain.gin).
 #   ./scripts/pretrain_mini.sh SIZE [SPAN_CORRUPTION_STEPS] [LM_ADAPTATION_STEPS] [ptjax.main flags]
 # The shipped model (ptjax/assets/mini_t5_1_1_large) is `./scripts/pretrain_mini.sh large`
-# (defaults 1500 + 300 steps), copied from $OUT/lm_adaptation/checkpoint_300.
+# (defaults 1500 + 500 steps), copied from $OUT/lm_adaptation/checkpoint_500.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size="${1:?usage: pretrain_mini.sh small|base|large|xl [span_steps] [lm_steps] [flags]}"
 span_steps="${2:-1500}"
-lm_steps="${3:-300}"
+lm_steps="${3:-500}"
 shift $(( $# < 3 ? $# : 3 ))
 out="${OUT:-/tmp/ptjax_pretrain/mini_${size}}"
 source scripts/venv.sh

@@ -3,5 +3,6 @@
 # installs ptjax with its test extra, then runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/venv.sh "[test]"
+PTJAX_EXTRAS="[test]"
+source scripts/venv.sh
 exec .venv/bin/python -m pytest -x -q "$@"

@@ -15,6 +15,11 @@ import numpy as np
 INVALID = -1
 
 
+def lower_is_better(metric: str) -> bool:
+  """Losses and illegal-prediction counts improve downwards; every other metric upwards."""
+  return metric.endswith("loss") or metric == "illegal_predictions"
+
+
 def accuracy(targets: Sequence, predictions: Sequence) -> dict[str, float]:
   """Exact match of labels (ids or strings), in percent."""
   if len(targets) != len(predictions):

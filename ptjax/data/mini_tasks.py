@@ -6,7 +6,12 @@ paper's tasks:
                    firm's town or a town's river: facts only the corpus states)
   pt_mini_rte      premise biography + hypothesis -> entailment / contradiction / neutral
   pt_mini_squad    extractive QA over biographies
-  pt_mini_squad_ood  the same questions over dialogues and news items (domain shift)
+  pt_mini_squad_ood  the same questions over dialogues and news items (domain shift);
+                   pt_mini_squad_to_ood: both, to evaluate a mini SQuAD run on each
+  pt_mini_qqp      question pairs: duplicate / not_duplicate (QQP-like)
+  pt_mini_mrpc     statement pairs: equivalent / not_equivalent (MRPC-like);
+                   pt_mini_{mrpc_from_qqp,qqp_from_mrpc}: the target read with the source's
+                   label words, for zero-shot transfer
   pt_mini_corpus_{span_corruption,prefix_lm}   pre-training objectives over the corpus
 
 Splits: people are split 80/10/10 (train/validation/test) by index, so no person of a
@@ -150,6 +155,47 @@ def squad_ood_examples(world: mini_world.World, split: str) -> Iterator[dict]:
     yield _qa(context, question, answer, i)
 
 
+# Paraphrase pairs (the paper's QQP <-> MRPC transfer in miniature): question pairs and
+# statement pairs about a person, the same meaning in other words or not.
+QQP_LABELS, MRPC_LABELS = ("not_duplicate", "duplicate"), ("not_equivalent", "equivalent")
+_QUESTIONS = {"town": ["Where does {n} live?", "In which town does {n} live?",
+                       "What is the home town of {n}?"],
+              "firm": ["Where does {n} work?", "Who employs {n}?",
+                       "Which firm does {n} work for?"],
+              "pet": ["What pet does {n} keep?", "Which animal lives with {n}?"],
+              "friend": ["Who is the best friend of {n}?", "Who is {n}'s best friend?"]}
+_STATEMENTS = {"town": ["{n} lives in {v}.", "{v} is home to {n}.", "{n} makes a home in {v}."],
+               "firm": ["{n} is employed by {v}.", "{v} employs {n}.", "{n} works at {v}."],
+               "job": ["{n} works as a {v}.", "By trade {n} is a {v}."]}
+
+
+def _pair(rng, templates, fill):
+  """(text1, text2, same): two wordings of one slot, or of two different slots."""
+  slot = rng.choice(sorted(templates))
+  first, second = rng.sample(templates[slot], 2)
+  same = rng.random() < 0.5
+  if not same:
+    other = rng.choice([k for k in sorted(templates) if k != slot])
+    second = rng.choice(templates[other])
+    return fill(first, slot), fill(second, other), 0
+  return fill(first, slot), fill(second, slot), 1
+
+
+def qqp_examples(world: mini_world.World, split: str) -> Iterator[dict]:
+  rng = random.Random(f"qqp-{split}")
+  for i, p in enumerate(_people(world, split)):
+    q1, q2, label = _pair(rng, _QUESTIONS, lambda t, slot: t.format(n=p.name))
+    yield {"question1": q1, "question2": q2, "label": label, "idx": i}
+
+
+def mrpc_examples(world: mini_world.World, split: str) -> Iterator[dict]:
+  rng = random.Random(f"mrpc-{split}")
+  for i, p in enumerate(_people(world, split)):
+    value = {"town": p.town, "firm": p.firm, "job": p.job}
+    s1, s2, label = _pair(rng, _STATEMENTS, lambda t, slot: t.format(n=p.name, v=value[slot]))
+    yield {"sentence1": s1, "sentence2": s2, "label": label, "idx": i}
+
+
 def _source(generator, output_signature) -> seqio.FunctionDataSource:
   def dataset_fn(split, shuffle_files, seed=None):
     del shuffle_files, seed
@@ -198,6 +244,28 @@ def register(vocabulary: seqio.Vocabulary) -> None:
       [functools.partial(pre.glue, benchmark_name="mini_rte", label_names=RTE_LABELS)],
       vocabulary, postprocessors.classifier(RTE_LABELS),
       [metrics.macro_f1(3), metrics.accuracy], 1, RTE_LABELS)
+  paraphrase = {"qqp": (qqp_examples, QQP_LABELS, ("question1", "question2"), 4),
+                "mrpc": (mrpc_examples, MRPC_LABELS, ("sentence1", "sentence2"), 5)}
+  for name, (generator, labels, keys, index) in paraphrase.items():
+    catalog.add_task_variants(
+        f"pt_mini_{name}", _source(generator, {keys[0]: _TEXT, keys[1]: _TEXT, "label": _INT,
+                                                "idx": _INT}),
+        [functools.partial(pre.glue, benchmark_name=f"mini_{name}", label_names=labels,
+                           feature_names=keys)],
+        vocabulary, postprocessors.classifier(labels), [metrics.binary_f1, metrics.accuracy],
+        index, labels)
+  # Zero-shot transfer: the target task, read with the source's label words.
+  for (source, target), words in {("qqp", "mrpc"): ("duplicate", "equivalent"),
+                                  ("mrpc", "qqp"): ("equivalent", "duplicate")}.items():
+    generator, labels, keys, index = paraphrase[target]
+    catalog.add_task_variants(
+        f"pt_mini_{target}_from_{source}",
+        _source(generator, {keys[0]: _TEXT, keys[1]: _TEXT, "label": _INT, "idx": _INT}),
+        [functools.partial(pre.glue, benchmark_name=f"mini_{target}", label_names=labels,
+                           feature_names=keys)],
+        vocabulary, postprocessors.classifier(
+            labels, translate=lambda text, w=words: text.replace(*w)),
+        [metrics.binary_f1, metrics.accuracy], index, labels)
   qa_signature = {"context": _TEXT, "question": _TEXT, "id": _TEXT,
                   "answers": tf.TensorSpec([None], tf.string)}
   for i, (name, generator) in enumerate((("pt_mini_squad", squad_examples),
@@ -205,6 +273,10 @@ def register(vocabulary: seqio.Vocabulary) -> None:
     catalog.add_task_variants(name, _source(generator, qa_signature), [_qa_format], vocabulary,
                               postprocessors.answers, [metrics.squad], 2 + i,
                               has_task_word=False)
+  # Train on mini SQuAD, evaluate on it and zero-shot on its out-of-domain variant.
+  for suffix in catalog.VARIANTS:
+    catalog.add_mixture(f"pt_mini_squad_to_ood{suffix}",
+                        [f"pt_mini_squad{suffix}", f"pt_mini_squad_ood{suffix}"])
   corpus = seqio.FunctionDataSource(_corpus_dataset, splits=SPLITS)
   paper_tasks.register_pretraining("pt_mini_corpus", corpus, vocabulary)
 

@@ -3,7 +3,7 @@ SuperGLUE-like tasks over it. Pure Python, deterministic, offline.
 
 People live in towns, work at firms and keep pets; towns lie in regions on rivers and are
 known for a dish; firms make a product. The corpus renders these facts as biographies,
-news items, dialogues and lists. Tasks ask about the same facts; some questions need
+news items, dialogues, reading exercises and lists. Tasks ask about the same facts; some questions need
 facts that appear only in the corpus (closed-book), not in their passage.
 """
 
@@ -140,23 +140,58 @@ class World:
     answer = "yes" if town == p.town else f"no, in {p.town}"
     return f"A: Does {p.name} live in {town}? B: {answer}."
 
+  def exercise(self, p: Person, rng: random.Random) -> str:
+    """A reading exercise, as web text has them: a biography, then a claim judged against
+    it (entailment / contradiction / neutral), a question about it answered yes / no, or
+    one answered by a span of it. A frozen model can only be prompted to do what it
+    learned to do in context: here, to say these answer words and to copy these spans."""
+    bio = self.biography(p, rng)
+    kind = rng.randrange(3)
+    if kind == 2:  # Worded unlike the QA tasks' questions: a prompt must bridge the two.
+      question, answer = rng.choice([
+          (f"In which town does {p.name} live?", p.town), (f"Who employs {p.name}?", p.firm),
+          (f"Who is {p.name}'s best friend?", p.friend),
+          (f"What is {p.name}'s {p.pet} called?", p.pet_name)])
+      return f"{bio} Q: {question} A: {answer}."
+    fact, truth, wrong = rng.choice([
+        ("lives in", p.town, [t.name for t in self.towns]),
+        ("works at", p.firm, [f.name for f in self.firms]),
+        ("is a", p.job, PROFESSIONS), ("keeps a", p.pet, ANIMALS)])
+    value = truth if rng.random() < 0.5 else rng.choice([w for w in wrong if w != truth])
+    if kind == 1:
+      verb = {"lives in": "live in", "works at": "work at", "keeps a": "keep a"}.get(fact)
+      question = f"does {p.name} {verb} {value}?" if verb else f"is {p.name} a {value}?"
+      return f"{bio} Question: {question} Answer: {'yes' if value == truth else 'no'}."
+    if rng.random() < 2 / 3:  # A third of the claims each: entailed, contradicted, neutral.
+      claim = f"{p.name} {fact} {value}."
+      label = "entailment" if value == truth else "contradiction"
+    else:
+      claim, label = rng.choice([
+          f"{rng.choice(self.firms).name} makes {rng.choice(PRODUCTS)}.",
+          f"{rng.choice(self.people).name} lives in {rng.choice(self.towns).name}."]), "neutral"
+    cue = rng.choice(["Verdict:", "The text and the claim:", "Relation:"])
+    return f"{bio} Claim: {claim} {cue} {label}."
+
   def listing(self, t: Town) -> str:
     residents = [p.name for p in self.people if p.town == t.name][:6]
     return f"People of {t.name}: {', '.join(residents)}." if residents else ""
 
   def corpus(self, seed: int = 0) -> Iterator[str]:
-    """Endless documents (biographies, town notes, news, dialogues, lists)."""
+    """Endless documents (biographies, town notes, news, dialogues, reading exercises,
+    lists)."""
     rng = random.Random(seed)
     while True:
       kind = rng.random()
-      if kind < 0.45:
+      if kind < 0.33:
         yield self.biography(rng.choice(self.people), rng)
-      elif kind < 0.6:
+      elif kind < 0.46:
         yield self.town_note(rng.choice(self.towns), rng)
-      elif kind < 0.75:
+      elif kind < 0.58:
         yield self.news(rng.choice(self.firms), rng)
-      elif kind < 0.9:
+      elif kind < 0.69:
         yield self.dialogue(rng.choice(self.people), rng)
+      elif kind < 0.92:
+        yield self.exercise(rng.choice(self.people), rng)
       else:
         text = self.listing(rng.choice(self.towns))
         if text:

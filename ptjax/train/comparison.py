@@ -35,13 +35,7 @@ def majority_class(task_name: str, metric: str, split: str = "validation",
   counts = collections.Counter(evaluation.as_text(ex["targets_pretokenized"]) for ex in train)
   guess = counts.most_common(1)[0][0]
   examples = pipeline.eval_examples(task_name, lengths, split, max_examples)
-  post = task.postprocess_fn or (lambda x, **_: x)
-  targets = [post(evaluation.as_text(ex["targets_pretokenized"]), example=ex, is_target=True)
-             for ex in examples]
-  predictions = [post(guess, example=ex, is_target=False) for ex in examples]
-  results = {}
-  for fn in task.predict_metric_fns:
-    results.update(fn(targets, predictions))
+  results = evaluation.score_texts(task, examples, [guess] * len(examples))
   if metric not in results:
     raise ValueError(f"BEST_METRIC={metric!r} is not a metric of {task_name}; it has "
                      f"{sorted(results)}.")

@@ -37,10 +37,6 @@ class PromptDesign:
   separator: str = "\n"
 
 
-def lower_is_better(metric: str) -> bool:
-  return metric.endswith("loss") or metric == "illegal_predictions"
-
-
 def as_text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -77,8 +73,10 @@ class Evaluator:
       return None
     vocab = task.output_features["targets"].vocabulary
     options = np.zeros((len(labels), self.lengths["targets"]), np.int32)
+    # The sentinel variant's targets start with <extra_id_0>: so must the scored options.
+    first = [vocab.vocab_size - 1] if task.name.endswith("_sentinel") else []
     for i, label in enumerate(labels):
-      ids = list(vocab.encode(label))[:self.lengths["targets"] - 1] + [1]
+      ids = (first + list(vocab.encode(label)))[:self.lengths["targets"] - 1] + [1]
       options[i, :len(ids)] = ids
     return options
 
@@ -116,15 +114,7 @@ class Evaluator:
     results = {"loss": loss / max(tokens, 1.0)}
     rows = []
     if texts:
-      post = task.postprocess_fn or (lambda x, **_: x)
-      targets = [post(as_text(ex["targets_pretokenized"]), example=ex, is_target=True)
-                 for ex in examples]
-      predictions = [post(t, example=ex, is_target=False) for t, ex in zip(texts, examples)]
-      for fn in task.predict_metric_fns:
-        results.update({k: float(v) for k, v in fn(targets, predictions).items()})
-      labels = catalog.labels_of(task.name)
-      if labels is not None:
-        results["illegal_predictions"] = float(metrics_lib.count_illegal(texts, labels))
+      results.update(score_texts(task, examples, texts))
       rows = [{"input": as_text(ex.get("inputs_pretokenized", b"")),
                "target": as_text(ex["targets_pretokenized"]), "prediction": t, "score": s}
               for ex, t, s in zip(examples, texts, scores)]
@@ -152,6 +142,22 @@ class Evaluator:
     return self.run_pass(state, step, os.path.join(model_dir, "eval"))
 
 
+def score_texts(task, examples: Sequence[Mapping], texts: Sequence[str]) -> dict[str, float]:
+  """The task's metrics of predicted `texts` (one per example, before postprocessing),
+  plus `illegal_predictions` (not one of the labels) for classification tasks."""
+  post = task.postprocess_fn or (lambda x, **_: x)
+  targets = [post(as_text(ex["targets_pretokenized"]), example=ex, is_target=True)
+             for ex in examples]
+  predictions = [post(t, example=ex, is_target=False) for t, ex in zip(texts, examples)]
+  results = {}
+  for fn in task.predict_metric_fns:
+    results.update({k: float(v) for k, v in fn(targets, predictions).items()})
+  labels = catalog.labels_of(task.name)
+  if labels is not None:
+    results["illegal_predictions"] = float(metrics_lib.count_illegal(texts, labels))
+  return results
+
+
 def _write(folder: str, step: int, split: str, results: dict, rows: list):
   os.makedirs(folder, exist_ok=True)
   with open(os.path.join(folder, f"step_{step}.jsonl"), "w") as f:
@@ -162,7 +168,8 @@ def _write(folder: str, step: int, split: str, results: dict, rows: list):
   best = json.load(open(path)) if os.path.exists(path) else {}
   for name, value in results.items():
     old = best.get(name)
-    if old is None or (value < old["value"] if lower_is_better(name) else value > old["value"]):
+    if old is None or (value < old["value"] if metrics_lib.lower_is_better(name)
+                       else value > old["value"]):
       best[name] = {"value": value, "step": step}
   with open(path, "w") as f:
     json.dump(best, f, indent=1)

@@ -18,7 +18,7 @@ import optax
 from ptjax import prompts
 from ptjax.checkpoints.t5x import save_t5x
 from ptjax.checkpoints.train_state import RunCheckpoints
-from ptjax.data import pipeline
+from ptjax.data import metrics as metrics_lib, pipeline
 from ptjax.model import T5Config
 from ptjax.train import evaluation, optim, partitioning
 from ptjax.train.runs import MetricLog, Run, init_state, setup_run
@@ -27,7 +27,7 @@ from ptjax.train.step import LossConfig, build_steps
 
 
 def _improved(metric: str, value: float, best: Optional[float]) -> bool:
-  lower = evaluation.lower_is_better(metric)
+  lower = metrics_lib.lower_is_better(metric)
   return best is None or (value < best if lower else value > best)
 
 
@@ -42,16 +42,21 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           max_eval_examples: Optional[int] = None, decode_in_eval: bool = True,
           rank_classification: bool = False,
           best_metric: str = "loss", log_every: int = 100, seed: int = 0,
-          shuffle: bool = True, pack: bool = False) -> dict:
+          shuffle: bool = True, pack: bool = False,
+          eval_mixture_or_task_name: Optional[str] = None) -> dict:
   """Prompt-tunes (or, with TRAINABLE=['.*'] and prompt_length=0, model-tunes) a frozen T5.
 
   Returns the last evaluation's metrics and `trainable_parameters`. Checkpoints hold only
   trained variables, optimizer state, step, RNG and data position; the frozen model is
   reloaded from `initial_checkpoint_path` on resume. When model weights train, the final
   model is also written as a T5X checkpoint, `MODEL_DIR/checkpoint_<train_steps>`.
+  Evaluation uses `eval_mixture_or_task_name` when given (T5X's train_eval dataset: e.g.
+  train on SQuAD, evaluate zero-shot on the MRQA sets), else the training mixture.
   """
   pipeline.refuse_packing(pack)  # Bad settings fail before any weights load.
   pipeline.get_task(mixture_or_task_name)
+  eval_name = eval_mixture_or_task_name or mixture_or_task_name
+  pipeline.get_task(eval_name)
   optimizer = optimizer or optim.paper_adafactor()
   mesh = partitioning.make_mesh(num_partitions, mesh_shape)
   run = setup_run(model_config, initial_checkpoint_path, prompt_length, prompt_init, trainable,
@@ -71,7 +76,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     restored = checkpoints.restore(start, _saved(state))
     state = TrainState(**{k: restored[k] for k in ("step", "trainable", "opt_state", "rng")})
     log.line(f"Resumed from {model_dir}/checkpoints/{start}.")
-  evaluator = evaluation.Evaluator(run, steps, mixture_or_task_name, task_feature_lengths,
+  evaluator = evaluation.Evaluator(run, steps, eval_name, task_feature_lengths,
                                    batch_size, eval_split, max_eval_examples, decode_in_eval,
                                    rank_classification)
   data = pipeline.batches(mixture_or_task_name, task_feature_lengths, "train", batch_size,

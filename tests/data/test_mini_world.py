@@ -72,3 +72,58 @@ def test_registered_tasks_yield_examples():
   corrupted = next(iter(seqio.get_mixture_or_task("pt_mini_corpus_span_corruption").get_dataset(
       {"inputs": 128, "targets": 32}, split="train", shuffle=False, try_in_mem_cache=False)))
   assert 1099 in corrupted["inputs"].numpy().tolist()  # <extra_id_0> = 1100 - 1.
+
+
+def _subject(world, text):
+  """The person named first in `text` (a biography's subject)."""
+  found = [(text.find(p.name), p) for p in world.people if p.name in text]
+  return min(found, key=lambda x: x[0])[1]
+
+
+def test_reading_exercises_answer_by_the_world():
+  """The corpus's exercises (where a frozen model learns to say the label words and copy
+  answers) are right about the biography they follow."""
+  world = mini_world.default_world()
+  docs = [d for d in mini_world.corpus_sample(world, 3000) if " Claim: " in d or
+          " Answer: " in d or " Q: " in d]
+  assert len(docs) > 400
+  labels = collections.Counter()
+  for d in docs:
+    p = _subject(world, d)
+    facts = {"lives in": p.town, "works at": p.firm, "is a": p.job, "keeps a": p.pet}
+    if " Claim: " in d:
+      claim, label = d.split(" Claim: ")[1], d.rsplit(" ", 1)[1].rstrip(".")
+      labels[label] += 1
+      if claim.startswith(p.name + " "):
+        true = any(claim.startswith(f"{p.name} {f} {v}.") for f, v in facts.items())
+        assert label == ("entailment" if true else "contradiction"), d
+      else:
+        assert label == "neutral", d
+    elif " Answer: " in d:
+      question, answer = d.split(" Question: ")[1].split(" Answer: ")
+      true = question.rstrip("?").endswith(tuple(f" {v}" for v in facts.values()))
+      assert answer == ("yes." if true else "no."), d
+    else:
+      answer = d.split(" A: ")[1][:-1]
+      assert answer in d.split(" Q: ")[0], d  # Extractive: a span of the biography.
+  assert set(labels) == {"entailment", "contradiction", "neutral"}
+  assert min(labels.values()) > 0.25 * sum(labels.values())
+
+
+def test_paraphrase_pairs_and_zero_shot_transfer_tasks():
+  world = mini_world.default_world()
+  def slot(question):
+    p = _subject(world, question)
+    return next(k for k, ts in mini_tasks._QUESTIONS.items()
+                if question in [t.format(n=p.name) for t in ts])
+  for e in mini_tasks.qqp_examples(world, "validation"):
+    assert e["label"] == int(slot(e["question1"]) == slot(e["question2"])), e
+  labels = [e["label"] for e in mini_tasks.mrpc_examples(world, "train")]
+  assert 0.4 < np.mean(labels) < 0.6
+  task = seqio.get_mixture_or_task("pt_mini_mrpc_from_qqp_taskless")
+  # Read with QQP's words: a prompt trained on QQP answering "duplicate" means equivalent.
+  assert task.postprocess_fn("duplicate", is_target=False) == 1
+  assert task.postprocess_fn("not_duplicate", is_target=False) == 0
+  mixture = seqio.get_mixture_or_task("pt_mini_squad_to_ood_taskless")
+  assert sorted(t.name for t in mixture.tasks) == ["pt_mini_squad_ood_taskless",
+                                                   "pt_mini_squad_taskless"]

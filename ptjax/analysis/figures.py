@@ -1,0 +1,38 @@
+"""The paper's Figures 1 and 3 from a grid's results: score against model size, one line
+per method / prompt length / init / objective / adaptation steps, error bars = std over
+seeds. Needs matplotlib (`pip install -e .[plots]`)."""
+
+from typing import Sequence
+
+import numpy as np
+
+from ptjax.analysis import tables
+
+
+def plot_grid(grid: str, results: Sequence[dict], path: str) -> str:
+  """Writes the figure of a Figure-1/3 grid to `path` (PNG); returns `path`."""
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    raise ImportError("Figures need matplotlib: pip install -e '.[plots]'.") from None
+  axis = tables.FIGURE_AXES[grid]
+  points = tables.figure_points(results, axis)
+  sizes = tables._order(s for s, _ in points)
+  fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+  for value in tables._order(v for _, v in points):
+    xs = [i for i, s in enumerate(sizes) if (s, value) in points]
+    means = [np.mean(points[(sizes[i], value)]) for i in xs]
+    stds = [np.std(points[(sizes[i], value)]) for i in xs]
+    ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{value}")
+  ax.set_xticks(range(len(sizes)), sizes)
+  ax.set_xlabel("model size")
+  ax.set_ylabel("score (mean over tasks)")
+  ax.set_title(grid)
+  ax.legend(title=axis, fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path

@@ -1,0 +1,203 @@
+"""Experiment grids: the paper's full grid as command lines, one tiny mini-world cell of
+every grid run end to end through the CLI, tables against hand-computed values."""
+
+import contextlib
+import csv
+import io
+import json
+import os
+import shlex
+import shutil
+
+import numpy as np
+import pytest
+
+from ptjax import assets
+from ptjax.analysis import tables
+from ptjax.experiments import __main__ as cli
+from ptjax.experiments import grids, runner
+
+GIN = os.path.join(runner.REPO, "gin")
+
+
+def run_cli(*argv) -> str:
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert cli.main(list(argv)) == 0
+  return out.getvalue()
+
+
+def test_list_prints_the_full_paper_grid_as_runnable_commands(tmp_path):
+  text = run_cli("list", "all", f"--root={tmp_path}")
+  # Hand count: 5 sizes; 8 SuperGLUE tasks; 3 seeds (prompt design: 1).
+  expected = {"fig1_scale": 5 * 8 * (2 * 3 + 1), "fig3a_prompt_length": 5 * 8 * 5 * 3,
+              "fig3b_init": 5 * 8 * 3 * 3, "fig3c_objective": 5 * 8 * 3 * 3,
+              "fig3d_lm_adaptation_steps": 5 * 4 * 8 * 3, "table1_squad_to_mrqa": 2 * 3,
+              "table2_qqp_mrpc": 2 * 2 * 3, "table3_ensemble": 8 * 3}
+  runs = {"fig3d_lm_adaptation_steps": 480 + 5 * 2, "table3_ensemble": 24 * 6}
+  headers = [l for l in text.splitlines() if l.startswith("# ")]
+  for (grid, cells), header in zip(expected.items(), headers):
+    assert header.startswith(f"# {grid}: {cells} cells (t5)")
+  commands = [l for l in text.splitlines() if l and not l.startswith("#")]
+  assert len(commands) == sum(runs.get(g, c) for g, c in expected.items())
+  model_dirs = []
+  for line in commands:
+    argv = shlex.split(line)
+    assert argv[:3] == ["python", "-m", "ptjax.main"]
+    for arg in argv[3:]:
+      if arg.startswith("--gin_file="):
+        assert os.path.exists(os.path.join(GIN, arg.split("=", 1)[1])), arg
+      else:
+        assert arg.startswith("--gin.") and "=" in arg, arg
+    model_dirs.append([a for a in argv if a.startswith("--gin.MODEL_DIR=")][0])
+  assert len(set(model_dirs)) == len(model_dirs)  # One MODEL_DIR per run.
+
+
+def test_paper_cells_are_the_papers_setups(tmp_path):
+  def bindings(cell, i=-1):
+    return dict(cell.runs[i].bindings)
+  fig3c = grids.expand("fig3c_objective", root=str(tmp_path), sizes=["base"],
+                       tasks=["pt_super_glue_rte_v102_taskless"], seeds=[0])
+  by = {dict(c.coords)["objective"]: bindings(c) for c in fig3c}
+  assert by["span_corruption_plus_sentinel"]["MIXTURE_OR_TASK_NAME"] == \
+      "'pt_super_glue_rte_v102_taskless_sentinel'"
+  assert "t5_1_1_base/checkpoint_1000000" in by["span_corruption"]["INITIAL_CHECKPOINT_PATH"]
+  assert "t5_1_1_lm100k_base" in by["lm_adaptation"]["INITIAL_CHECKPOINT_PATH"]
+  assert by["lm_adaptation"]["PROMPT_LENGTH"] == "100"
+  assert by["lm_adaptation"]["CLASS_LABELS"] == "['entailment', 'not_entailment']"
+  fig3d = grids.expand("fig3d_lm_adaptation_steps", root=str(tmp_path), sizes=["small"],
+                       tasks=["pt_super_glue_rte_v102_taskless"], seeds=[0])
+  cell = [c for c in fig3d if dict(c.coords)["lm_adaptation_steps"] == "10000"][0]
+  adapt, tune = bindings(cell, 0), bindings(cell, 1)
+  assert adapt["MIXTURE_OR_TASK_NAME"] == "'pt_c4_prefix_lm'" and adapt["TRAIN_STEPS"] == "10000"
+  assert tune["INITIAL_CHECKPOINT_PATH"] == repr(cell.runs[0].model_dir + "/checkpoint_10000")
+  wsc = grids.expand("fig1_scale", root=str(tmp_path), sizes=["xxl"], seeds=[0],
+                     tasks=["pt_super_glue_wsc_v102_simple_train_taskless"])
+  assert bindings(wsc[0])["trainer.train.eval_mixture_or_task_name"] == \
+      "'pt_super_glue_wsc_v102_simple_eval_taskless'"
+  with pytest.raises(ValueError, match="Sizes \\['huge'\\] are not in the t5 family"):
+    grids.expand("fig1_scale", sizes=["huge"])
+  with pytest.raises(ValueError, match="Unknown grid 'fig9'"):
+    grids.expand("fig9")
+
+
+TINY = ["--family=mini", "--sizes=large", "--tasks=pt_mini_rte_taskless", "--seeds=0",
+        "--set=TRAIN_STEPS=2", "--set=EVAL_PERIOD=2", "--set=SAVING_PERIOD=2",
+        "--set=BATCH_SIZE=4", "--set=MAX_EVAL_EXAMPLES=8", "--ensemble_size=2",
+        "--adaptation_steps=2"]
+ONE_CELL = {"fig1_scale": "method=prompt_tuning", "fig3a_prompt_length": "prompt_length=5/",
+            "fig3b_init": "init=sampled_vocab", "fig3c_objective": "plus_sentinel",
+            "fig3d_lm_adaptation_steps": ".", "table1_squad_to_mrqa": "method=prompt_tuning",
+            "table2_qqp_mrpc": "qqp_to_mrpc/method=prompt_tuning", "table3_ensemble": "."}
+
+
+@pytest.fixture(scope="module")
+def tiny_grids(tmp_path_factory):
+  """One tiny cell of every grid, run through the CLI on the shipped mini T5 (standing in
+  for the span-corruption checkpoint too)."""
+  root = tmp_path_factory.mktemp("experiments")
+  pretrain = root / "pretrain"
+  shutil.copytree(assets.MINI_T5_CHECKPOINT,
+                  pretrain / "mini_large" / "span_corruption" / "checkpoint_1500")
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("PTJAX_PRETRAIN_ROOT", str(pretrain))
+    mp.setenv("JAX_PLATFORMS", "cpu")
+    outputs = {g: run_cli("run", g, f"--root={root}", f"--cells={c}", *TINY)
+               for g, c in ONE_CELL.items()}
+    again = "".join(run_cli("run", g, f"--root={root}", f"--cells={c}", *TINY)
+                    for g, c in ONE_CELL.items())
+    status = run_cli("status", "fig3d_lm_adaptation_steps", f"--root={root}", *TINY)
+    table_out = {g: run_cli("table", g, f"--root={root}", f"--out={root}/tables",
+                            f"--cells={c}", *TINY) for g, c in ONE_CELL.items()}
+  return root, outputs, again, status, table_out
+
+
+def test_one_tiny_cell_of_each_grid_runs_end_to_end(tiny_grids):
+  root, outputs, again, status, _ = tiny_grids
+  for grid, out in outputs.items():
+    results = runner.load_results(str(root), grid)
+    assert len(results) == 1, (grid, out)
+    assert "runs done; 0 of 1 cells were already finished" in out
+  # Resumable: the second pass finds every cell finished and runs nothing.
+  assert again.count("0 runs done") == len(ONE_CELL)
+  assert "1 done, 0 started, 0 pending of 1" in status
+  fig3d = runner.load_results(str(root), "fig3d_lm_adaptation_steps")[0]
+  adaptation = root / "fig3d_lm_adaptation_steps" / "adaptation" / "size=large" / "steps=2"
+  assert (adaptation / "checkpoint_2" / "checkpoint").exists()
+  assert fig3d["coords"]["lm_adaptation_steps"] == "2"
+  fig3c = runner.load_results(str(root), "fig3c_objective")[0]
+  rows = [json.loads(l) for l in open(os.path.join(
+      root, "fig3c_objective", *fig3c["cell"].split("/"), "metrics.jsonl"))]
+  assert fig3c["metrics"] == [r for r in rows if r["kind"] == "eval"][-1]
+  table1 = runner.load_results(str(root), "table1_squad_to_mrqa")[0]["metrics"]
+  assert {"pt_mini_squad_taskless/f1", "pt_mini_squad_ood_taskless/f1"} <= set(table1)
+  table2 = runner.load_results(str(root), "table2_qqp_mrpc")[0]
+  config = open(os.path.join(root, "table2_qqp_mrpc", *table2["cell"].split("/"),
+                             "config.gin")).read()
+  assert "pt_mini_mrpc_from_qqp_taskless" in config
+  ensemble = runner.load_results(str(root), "table3_ensemble")[0]["metrics"]
+  assert len(ensemble["members"]) == 2
+  assert ensemble["average"]["accuracy"] == pytest.approx(
+      np.mean([m["accuracy"] for m in ensemble["members"]]))
+
+
+def test_tables_of_the_tiny_cells_hold_their_metrics(tiny_grids):
+  root, _, _, _, table_out = tiny_grids
+  fig1 = runner.load_results(str(root), "fig1_scale")[0]["metrics"]
+  score = np.mean([fig1["accuracy"], fig1["macro_f1"]])
+  assert f"| large | {score:.1f} |" in table_out["fig1_scale"]
+  with open(root / "tables" / "fig1_scale.csv") as f:
+    row = next(csv.DictReader(f))
+  assert float(row["score_mean"]) == pytest.approx(score)
+  for grid in tables.FIGURE_AXES:
+    assert (root / "tables" / f"{grid}.png").stat().st_size > 1000
+  assert "94.8 ± 0.1" in table_out["table1_squad_to_mrqa"]  # The paper's SQuAD row beside.
+  assert "76.3 ± 0.1" in table_out["table2_qqp_mrpc"]  # The paper's QQP->MRPC prompt row.
+
+
+def _result(coords, seed, metrics):
+  return {"coords": coords, "seed": seed, "metrics": metrics}
+
+
+def test_figure_table_is_mean_over_tasks_then_mean_std_over_seeds():
+  results = [
+      _result({"size": "small", "task": "a", "method": "prompt_tuning"}, 0, {"accuracy": 60.0}),
+      _result({"size": "small", "task": "b", "method": "prompt_tuning"}, 0,
+              {"accuracy": 70.0, "f1": 90.0, "loss": 3.0}),
+      _result({"size": "small", "task": "a", "method": "prompt_tuning"}, 1, {"accuracy": 50.0}),
+      _result({"size": "small", "task": "b", "method": "prompt_tuning"}, 1, {"accuracy": 70.0}),
+  ]
+  # Seed 0: mean(60, mean(70, 90)) = 70; seed 1: mean(50, 70) = 60 -> 65 +- std(70, 60).
+  text, rows = tables.grid_table("fig1_scale", results)
+  assert f"| small | 65.0 ± {np.std([70, 60], ddof=1):.1f} |" in text
+  assert rows[0]["score_mean"] == 65.0 and rows[0]["seeds"] == 2
+
+
+def test_table3_puts_the_papers_row_beside_each_task():
+  member = {"accuracy": 80.0}
+  results = [_result({"size": "xxl", "task": "pt_super_glue_rte_v102_taskless"}, 0,
+                     {"average": {"accuracy": 80.0}, "best": {"accuracy": 82.0},
+                      "ensemble": {"accuracy": 84.0}, "members": [member]})]
+  text, _ = tables.grid_table("table3_ensemble", results)
+  assert "| pt_super_glue_rte_v102_taskless | 80.0 | 82.0 | 84.0 | 92.6 | 93.5 | 93.5 |" in text
+  with pytest.raises(ValueError, match="No finished cells of fig3b_init"):
+    tables.grid_table("fig3b_init", [])
+
+
+def test_launch_scripts_run_the_same_cells_on_every_tpu_worker(tmp_path):
+  path = tmp_path / "launch.sh"
+  run_cli("launch", "fig3a_prompt_length", "--root=gs://bucket/exp", "--sizes=xxl",
+          "--target=tpu", "--host=my-v4-64", "--zone=us-central2-b", f"--out={path}")
+  script = path.read_text()
+  assert os.access(path, os.X_OK)
+  assert 'TPU="${TPU:-my-v4-64}"' in script and "--worker=all" in script
+  assert "gcloud compute tpus tpu-vm ssh" in script
+  remote = shlex.split(script.split("--command ", 1)[1])[0]
+  assert 'pip install -e . "jax[tpu]"' in remote
+  assert ("python -m ptjax.experiments run fig3a_prompt_length --family=t5 "
+          "--root=gs://bucket/exp --seeds=0,1,2 --sizes=xxl "
+          "--flags=--initialize_distributed") in remote
+  run_cli("launch", "table1_squad_to_mrqa", "--target=gpu", "--host=gpu-box",
+          f"--out={tmp_path / 'gpu.sh'}")
+  gpu = (tmp_path / "gpu.sh").read_text()
+  assert 'HOST="${HOST:-gpu-box}"' in gpu and '"jax[cuda12]"' in gpu and "nohup" in gpu

@@ -1,0 +1,54 @@
+"""Table 3's ensemble run: each member scores what its own evaluation run scores, and the
+ensemble is the majority vote of the members' predictions."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ptjax import assets, ensemble
+from ptjax.data import mini_tasks  # noqa: F401 (registers the mini tasks)
+from ptjax.model import config as presets
+from ptjax.prompts import multi
+from ptjax.train import evaluation
+
+TASK, LENGTHS = "pt_mini_rte", {"inputs": 160, "targets": 4}
+
+
+def test_ensemble_members_equal_separate_evaluations_and_vote(tmp_path):
+  config = presets.preset("mini_large")
+  rng = np.random.default_rng(0)
+  files = []
+  for k in range(3):
+    path = tmp_path / f"p{k}.npy"
+    np.save(path, rng.uniform(-0.5, 0.5, (4, config.emb_dim)).astype(np.float32))
+    files.append(str(path))
+  out = ensemble.evaluate(model_dir=str(tmp_path / "ens"), mixture_or_task_name=TASK,
+                          prompt_files=files, model_config=config,
+                          initial_checkpoint_path=assets.MINI_T5_CHECKPOINT,
+                          task_feature_lengths=LENGTHS, batch_size=4, max_eval_examples=12)
+  predictions = []
+  for k, path in enumerate(files):
+    alone = evaluation.evaluate(model_dir=str(tmp_path / f"alone{k}"),
+                                mixture_or_task_name=TASK, task_feature_lengths=LENGTHS,
+                                batch_size=4, model_config=config,
+                                initial_checkpoint_path=assets.MINI_T5_CHECKPOINT,
+                                prompt_length=4, prompt_file=path, max_eval_examples=12)
+    for metric in ("accuracy", "macro_f1"):
+      assert out["members"][k][metric] == pytest.approx(alone[metric])
+    rows = [json.loads(l) for l in open(tmp_path / f"alone{k}" / "eval" / TASK / "step_0.jsonl")]
+    predictions.append([r["prediction"] for r in rows])
+  assert len({tuple(p) for p in predictions}) > 1  # The prompts disagree somewhere.
+  votes = multi.majority_vote(predictions)
+  targets = [r["target"] for r in rows]
+  assert out["ensemble"]["accuracy"] == pytest.approx(
+      100 * np.mean([v == t for v, t in zip(votes, targets)]))
+  assert out["average"]["accuracy"] == pytest.approx(
+      np.mean([m["accuracy"] for m in out["members"]]))
+  assert out["best"]["accuracy"] == max(m["accuracy"] for m in out["members"])
+  assert json.load(open(tmp_path / "ens" / "ensemble.json"))["ensemble"] == out["ensemble"]
+  with pytest.raises(ValueError, match="at least 2 prompts"):
+    ensemble.evaluate(model_dir=str(tmp_path / "one"), mixture_or_task_name=TASK,
+                      prompt_files=files[:1], model_config=config,
+                      initial_checkpoint_path=assets.MINI_T5_CHECKPOINT,
+                      task_feature_lengths=LENGTHS)

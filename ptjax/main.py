@@ -9,6 +9,7 @@ pass --coordinator_address, --num_processes and --process_id on every host, or
 --initialize_distributed where JAX detects the cluster (Cloud TPU pod slices).
 """
 
+import logging as std_logging
 import os
 import sys
 from typing import Optional, Sequence
@@ -70,16 +71,17 @@ def _parse_gin():
     importlib.import_module(module)
   for path in [".", REPO_GIN_DIR, *_GIN_SEARCH_PATHS.value]:
     gin.add_config_file_search_path(path)
-  # gin logs an ERROR for every search path an include is not in, even when a later one
-  # has it; a file found nowhere still fails the parse with its name.
+  # gin logs (through the root logger) an ERROR for every search path an include is not
+  # in, even when a later one has it; a file found nowhere still fails the parse by name.
   def quiet(record):
     return record.msg != "Path not found: %s"
-  logging.get_absl_logger().addFilter(quiet)
+  root = std_logging.getLogger()
+  root.addFilter(quiet)
   try:
     gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value,
                                         finalize_config=True)
   finally:
-    logging.get_absl_logger().removeFilter(quiet)
+    root.removeFilter(quiet)
 
 
 def _model_dir() -> Optional[str]:

@@ -16,6 +16,6 @@ for size in small base; do
   fi
 done
 grid() { .venv/bin/python -m ptjax.experiments "$@" --family=mini --seeds="$seeds" --root="$root"; }
+# What docs/results/ holds so far (one seed, mini RTE); the other grids run the same way.
 grid run fig1_scale --sizes=small,base,large --tasks=pt_mini_rte_taskless
-grid run fig3a_prompt_length --sizes=small,base --tasks=pt_mini_rte_taskless
-grid table all --out=docs/results
+grid table fig1_scale --sizes=small,base,large --tasks=pt_mini_rte_taskless --out=docs/results

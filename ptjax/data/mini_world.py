@@ -3,8 +3,8 @@ SuperGLUE-like tasks over it. Pure Python, deterministic, offline.
 
 People live in towns, work at firms and keep pets; towns lie in regions on rivers and are
 known for a dish; firms make a product. The corpus renders these facts as biographies,
-news items, dialogues, reading exercises and lists. Tasks ask about the same facts; some questions need
-facts that appear only in the corpus (closed-book), not in their passage.
+news items, dialogues, reading exercises and lists. Tasks ask about the same facts; some
+questions need facts that appear only in the corpus (closed-book), not in their passage.
 """
 
 import dataclasses

@@ -87,7 +87,8 @@ def main(argv=None) -> int:
     for name in grids.GRIDS:
       cells = grids.expand(name, args.family, args.root)
       runs = len({r.model_dir for c in cells for r in c.runs})
-      print(f"{name}: {len(cells)} cells, {runs} runs  ({grids.GRIDS[name].__doc__.splitlines()[0]})")
+      summary = grids.GRIDS[name].__doc__.splitlines()[0]
+      print(f"{name}: {len(cells)} cells, {runs} runs  ({summary})")
     return 0
   if not args.grid:
     raise SystemExit(f"{args.command} needs a GRID: one of {sorted(grids.GRIDS)} or 'all'.")

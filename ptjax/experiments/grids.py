@@ -115,8 +115,9 @@ T5 = Family(
         "boolq", "cb", "copa", "multirc", "record", "rte", "wic")) +
     ("pt_super_glue_wsc_v102_simple_train_taskless",),
     squad=("pt_squad_v110_taskless", "pt_squad_to_mrqa_taskless"),
-    paraphrase=(("qqp_to_mrpc", "pt_glue_qqp_v002_taskless", "pt_glue_mrpc_from_qqp_v002_taskless"),
-                ("mrpc_to_qqp", "pt_glue_mrpc_v002_taskless", "pt_glue_qqp_from_mrpc_v002_taskless")),
+    paraphrase=(
+        ("qqp_to_mrpc", "pt_glue_qqp_v002_taskless", "pt_glue_mrpc_from_qqp_v002_taskless"),
+        ("mrpc_to_qqp", "pt_glue_mrpc_v002_taskless", "pt_glue_qqp_from_mrpc_v002_taskless")),
     adaptation=("pt_c4_prefix_lm", {"inputs": 512, "targets": 512}, (0, 10000, 50000, 100000),
                 100000),
     recipe=(("TRAIN_STEPS", "30000"), ("BATCH_SIZE", "32"), ("EVAL_PERIOD", "1000"),

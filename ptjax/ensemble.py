@@ -27,7 +27,8 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, prompt_files: Sequenc
              eval_split: str = "validation",
              max_eval_examples: Optional[int] = None) -> dict:
   """Scores each prompt alone and their majority vote; writes and returns
-  {'members': [metrics], 'average': {...}, 'best': {...}, 'ensemble': {...}}.
+  {'members': [metrics], 'average': {...}, 'best': {...}, 'ensemble': {...},
+   'predictions': [{'members': [text per prompt], 'vote': text} per example]}.
 
   Per batch, `batch_size` examples x N prompts rows run through the frozen model at once.
   """
@@ -45,20 +46,23 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, prompt_files: Sequenc
                         batch_size=batch_size * len(names),
                         max_input_length=task_feature_lengths["inputs"],
                         max_decode_length=task_feature_lengths["targets"])
-  inputs = [evaluation.as_text(ex["inputs_pretokenized"]) for ex in examples]
-  # Example-major: each batch holds whole examples under all N prompts.
-  answers = server.answer([{"task": n, "inputs": x} for x in inputs for n in names])
-  texts = [[answers[i * len(names) + k]["prediction"] for i in range(len(inputs))]
-           for k in range(len(names))]
+  # The task's own token ids (a sentinel or task index included), example-major: each
+  # batch holds whole examples under all N prompts.
+  answers, _ = server.decode([ex["inputs"] for ex in examples for _ in names],
+                             [n for _ in examples for n in names])
+  texts = [answers[k::len(names)] for k in range(len(names))]
   members = [evaluation.score_texts(task, examples, t) for t in texts]
-  ensemble = evaluation.score_texts(task, examples, multi.majority_vote(texts))
+  votes = multi.majority_vote(texts)
+  ensemble = evaluation.score_texts(task, examples, votes)
   metrics = [m for m in ensemble if m != "illegal_predictions"]
   results = {
       "task": mixture_or_task_name, "split": eval_split, "examples": len(examples),
       "prompt_files": list(prompt_files), "members": members,
       "average": {m: float(np.mean([x[m] for x in members])) for m in metrics},
       "best": {m: float(max(x[m] for x in members)) for m in metrics},
-      "ensemble": ensemble}
+      "ensemble": ensemble,
+      "predictions": [{"members": [t[i] for t in texts], "vote": vote}
+                      for i, vote in enumerate(votes)]}
   os.makedirs(model_dir, exist_ok=True)
   with open(os.path.join(model_dir, "ensemble.json"), "w") as f:
     json.dump(results, f, indent=1)

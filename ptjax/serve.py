@@ -58,8 +58,8 @@ class PromptServer:
                                                max_decode_length=max_decode_length))
 
   def _tokens(self, text: str) -> np.ndarray:
-    ids = list(self.vocabulary.encode(text))[:self.max_input_length - 1] + [1]  # EOS.
-    return np.pad(np.asarray(ids, np.int32), (0, self.max_input_length - len(ids)))
+    return np.asarray(list(self.vocabulary.encode(text))[:self.max_input_length - 1] + [1],
+                      np.int32)  # EOS.
 
   def answer(self, requests: Sequence[Mapping[str, str]]) -> list[dict]:
     """[{'task', 'inputs', ...}] -> the same dicts with 'prediction' and 'score' (the
@@ -70,19 +70,31 @@ class PromptServer:
                          f"prompts for {self.tasks}.")
       if not isinstance(r.get("inputs"), str):
         raise ValueError(f"Request {i} has no 'inputs' string: {dict(r)}.")
-    out = []
-    for start in range(0, len(requests), self.batch_size):
-      chunk = requests[start:start + self.batch_size]
+    texts, scores = self.decode([self._tokens(r["inputs"]) for r in requests],
+                                [r["task"] for r in requests])
+    return [{**r, "prediction": t, "score": s} for r, t, s in zip(requests, texts, scores)]
+
+  def decode(self, token_rows: Sequence[np.ndarray],
+             tasks: Sequence[str]) -> tuple[list[str], list[float]]:
+    """Already tokenized inputs (each [length] ids ending in EOS, length <=
+    max_input_length), row i under the prompt of tasks[i] -> (greedy texts, their
+    log-likelihoods). For a task's own preprocessed examples (sentinels, task indices)."""
+    texts, scores = [], []
+    for start in range(0, len(token_rows), self.batch_size):
+      chunk = token_rows[start:start + self.batch_size]
       tokens = np.zeros((self.batch_size, self.max_input_length), np.int32)
       ids = np.zeros((self.batch_size,), np.int32)
-      for row, r in enumerate(chunk):
-        tokens[row], ids[row] = self._tokens(r["inputs"]), self.tasks.index(r["task"])
+      for row, (x, task) in enumerate(zip(chunk, tasks[start:start + self.batch_size])):
+        if len(x) > self.max_input_length:
+          raise ValueError(f"Input row {start + row} has {len(x)} tokens; this server takes "
+                           f"at most max_input_length={self.max_input_length}.")
+        tokens[row, :len(x)], ids[row] = x, self.tasks.index(task)
       variables = prompts.variables_for(self.params, self.prompt_table, ids)
-      decoded, scores = jax.device_get(self._generate(variables, tokens))
-      for row, r in enumerate(chunk):
-        text = self.vocabulary.decode([int(t) for t in decoded[row] if t > 1])
-        out.append({**r, "prediction": text, "score": float(scores[row])})
-    return out
+      decoded, logp = jax.device_get(self._generate(variables, tokens))
+      texts += [self.vocabulary.decode([int(t) for t in decoded[row] if t > 1])
+                for row in range(len(chunk))]
+      scores += [float(logp[row]) for row in range(len(chunk))]
+    return texts, scores
 
 
 def serve(*, model_config: T5Config, vocabulary: seqio.Vocabulary,

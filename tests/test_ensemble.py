@@ -12,10 +12,13 @@ from ptjax.model import config as presets
 from ptjax.prompts import multi
 from ptjax.train import evaluation
 
-TASK, LENGTHS = "pt_mini_rte", {"inputs": 160, "targets": 4}
+LENGTHS = {"inputs": 160, "targets": 4}
 
 
-def test_ensemble_members_equal_separate_evaluations_and_vote(tmp_path):
+# The sentinel variant adds <extra_id_0> after tokenizing: members must read the task's
+# token ids, not its re-tokenized text, to score what their own runs score.
+@pytest.mark.parametrize("TASK", ["pt_mini_rte", "pt_mini_rte_taskless_sentinel"])
+def test_ensemble_members_equal_separate_evaluations_and_vote(tmp_path, TASK):
   config = presets.preset("mini_large")
   rng = np.random.default_rng(0)
   files = []
@@ -38,8 +41,10 @@ def test_ensemble_members_equal_separate_evaluations_and_vote(tmp_path):
       assert out["members"][k][metric] == pytest.approx(alone[metric])
     rows = [json.loads(l) for l in open(tmp_path / f"alone{k}" / "eval" / TASK / "step_0.jsonl")]
     predictions.append([r["prediction"] for r in rows])
+    assert [p["members"][k] for p in out["predictions"]] == predictions[-1]
   assert len({tuple(p) for p in predictions}) > 1  # The prompts disagree somewhere.
   votes = multi.majority_vote(predictions)
+  assert [p["vote"] for p in out["predictions"]] == votes
   targets = [r["target"] for r in rows]
   assert out["ensemble"]["accuracy"] == pytest.approx(
       100 * np.mean([v == t for v, t in zip(votes, targets)]))

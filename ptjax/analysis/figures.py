@@ -19,9 +19,9 @@ def plot_grid(grid: str, results: Sequence[dict], path: str) -> str:
     raise ImportError("Figures need matplotlib: pip install -e '.[plots]'.") from None
   axis = tables.FIGURE_AXES[grid]
   points = tables.figure_points(results, axis)
-  sizes = tables._order(s for s, _ in points)
+  sizes = tables.ordered(s for s, _ in points)
   fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-  for value in tables._order(v for _, v in points):
+  for value in tables.ordered(v for _, v in points):
     xs = [i for i, s in enumerate(sizes) if (s, value) in points]
     means = [np.mean(points[(sizes[i], value)]) for i in xs]
     stds = [np.std(points[(sizes[i], value)]) for i in xs]

@@ -71,7 +71,9 @@ def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return "\n".join(lines)
 
 
-def _order(values):
+def ordered(values):
+  """Distinct values sorted as a table reads them: model sizes small..xxl, then numbers
+  (prompt lengths, steps) ascending, then names."""
   def key(v):
     sizes = ("tiny", "small", "base", "large", "xl", "xxl")
     return (0, sizes.index(v), "") if v in sizes else (
@@ -94,8 +96,8 @@ def figure_points(results: Sequence[dict], axis: str) -> dict:
 def figure_table(grid: str, results: Sequence[dict]) -> tuple[str, list[dict]]:
   axis = FIGURE_AXES[grid]
   points = figure_points(results, axis)
-  sizes = _order(s for s, _ in points)
-  values = _order(v for _, v in points)
+  sizes = ordered(s for s, _ in points)
+  values = ordered(v for _, v in points)
   approx = paper_numbers()["figure1_approximate_unverified"]
   rows, csv = [], []
   for size in sizes:

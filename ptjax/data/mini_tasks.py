@@ -5,6 +5,8 @@ paper's tasks:
   pt_mini_boolq    yes/no question over a biography; two in five are closed-book (about a
                    firm's town or a town's river: facts only the corpus states)
   pt_mini_rte      premise biography + hypothesis -> entailment / contradiction / neutral
+  pt_mini_cb       CommitmentBank-like: does B, in a dialogue, commit to the clause A asked
+                   about (entailment / contradiction / neutral)?
   pt_mini_squad    extractive QA over biographies
   pt_mini_squad_ood  the same questions over dialogues and news items (domain shift);
                    pt_mini_squad_to_ood: both, to evaluate a mini SQuAD run on each
@@ -35,7 +37,7 @@ from ptjax.data import tasks as paper_tasks
 
 VOCAB_PATH = assets.MINI_WORLD_VOCAB
 SPLITS = ("train", "validation", "test")
-BOOLQ_LABELS, RTE_LABELS = ("no", "yes"), ("entailment", "contradiction", "neutral")
+BOOLQ_LABELS, RTE_LABELS = ("no", "yes"), mini_world.World.LABELS
 
 
 def mini_vocabulary() -> seqio.Vocabulary:
@@ -124,6 +126,17 @@ def rte_examples(world: mini_world.World, split: str) -> Iterator[dict]:
       hypothesis = f"{firm.name} makes {rng.choice(mini_world.PRODUCTS)}."
     yield {"premise": world.biography(p, rng), "hypothesis": hypothesis, "label": label,
            "idx": i}
+
+
+def cb_examples(world: mini_world.World, split: str) -> Iterator[dict]:
+  """CommitmentBank-like: a dialogue in which B answers A's question about a person; the
+  hypothesis is the clause A asked about. B commits to it (entailment), denies it with a
+  correction (contradiction) or does not commit (neutral), as CB's speakers do."""
+  rng = random.Random(f"cb-{split}")
+  for i, p in enumerate(_people(world, split)):
+    label = rng.randrange(3)
+    premise, hypothesis = world.commitment(p, label, rng)
+    yield {"premise": premise, "hypothesis": hypothesis, "label": label, "idx": i}
 
 
 def _qa(context, question, answer, i):
@@ -238,12 +251,13 @@ def register(vocabulary: seqio.Vocabulary) -> None:
                                {"passage": _TEXT, "question": _TEXT, "label": _INT, "idx": _INT}),
       [functools.partial(pre.glue, benchmark_name="mini_boolq", label_names=BOOLQ_LABELS)],
       vocabulary, postprocessors.classifier(BOOLQ_LABELS), [metrics.accuracy], 0, BOOLQ_LABELS)
-  catalog.add_task_variants(
-      "pt_mini_rte", _source(rte_examples, {"premise": _TEXT, "hypothesis": _TEXT,
-                                            "label": _INT, "idx": _INT}),
-      [functools.partial(pre.glue, benchmark_name="mini_rte", label_names=RTE_LABELS)],
-      vocabulary, postprocessors.classifier(RTE_LABELS),
-      [metrics.macro_f1(3), metrics.accuracy], 1, RTE_LABELS)
+  for name, generator, index in (("rte", rte_examples, 1), ("cb", cb_examples, 6)):
+    catalog.add_task_variants(
+        f"pt_mini_{name}", _source(generator, {"premise": _TEXT, "hypothesis": _TEXT,
+                                               "label": _INT, "idx": _INT}),
+        [functools.partial(pre.glue, benchmark_name=f"mini_{name}", label_names=RTE_LABELS)],
+        vocabulary, postprocessors.classifier(RTE_LABELS),
+        [metrics.macro_f1(3), metrics.accuracy], index, RTE_LABELS)
   paraphrase = {"qqp": (qqp_examples, QQP_LABELS, ("question1", "question2"), 4),
                 "mrpc": (mrpc_examples, MRPC_LABELS, ("sentence1", "sentence2"), 5)}
   for name, (generator, labels, keys, index) in paraphrase.items():

@@ -56,6 +56,8 @@ class Firm:
 class World:
   """All entities, generated from `seed`."""
 
+  LABELS = ("entailment", "contradiction", "neutral")  # A claim's relation to a text.
+
   def __init__(self, seed: int = 0, num_people: int = 600, num_towns: int = 24,
                num_firms: int = 40):
     rng = random.Random(seed)
@@ -143,10 +145,16 @@ class World:
   def exercise(self, p: Person, rng: random.Random) -> str:
     """A reading exercise, as web text has them: a biography, then a claim judged against
     it (entailment / contradiction / neutral), a question about it answered yes / no, or
-    one answered by a span of it. A frozen model can only be prompted to do what it
+    one answered by a span of it; or a dialogue, then the clause asked about in it, judged
+    by what the answerer commits to. A frozen model can only be prompted to do what it
     learned to do in context: here, to say these answer words and to copy these spans."""
+    kind = rng.randrange(4)
+    cue = rng.choice(["Verdict:", "The text and the claim:", "Relation:"])
+    if kind == 3:  # A dialogue: is B committed to the clause asked about?
+      label = rng.randrange(3)
+      dialogue, clause = self.commitment(p, label, rng)
+      return f"{dialogue} Claim: {clause} {cue} {self.LABELS[label]}."
     bio = self.biography(p, rng)
-    kind = rng.randrange(3)
     if kind == 2:  # Worded unlike the QA tasks' questions: a prompt must bridge the two.
       question, answer = rng.choice([
           (f"In which town does {p.name} live?", p.town), (f"Who employs {p.name}?", p.firm),
@@ -169,8 +177,34 @@ class World:
       claim, label = rng.choice([
           f"{rng.choice(self.firms).name} makes {rng.choice(PRODUCTS)}.",
           f"{rng.choice(self.people).name} lives in {rng.choice(self.towns).name}."]), "neutral"
-    cue = rng.choice(["Verdict:", "The text and the claim:", "Relation:"])
     return f"{bio} Claim: {claim} {cue} {label}."
+
+  def commitment(self, p: Person, label: int, rng: random.Random) -> tuple[str, str]:
+    """(dialogue, clause): A asks whether a clause about `p` holds; B commits to it (label
+    0, entailment: it holds), denies it with a correction (1, contradiction: it does not)
+    or does not commit (2, neutral: either) — CommitmentBank's question, in miniature."""
+    kind = rng.choice(["town", "job", "pet"])
+    truth, wrong = {"town": (p.town, [t.name for t in self.towns]),
+                    "job": (p.job, PROFESSIONS), "pet": (p.pet, ANIMALS)}[kind]
+    value = truth if label == 0 or (label == 2 and rng.random() < 0.5) else rng.choice(
+        [w for w in wrong if w != truth])
+    question, clause = {
+        "town": (f"Does {p.name} live in {value}?", f"{p.name} lives in {value}."),
+        "job": (f"Is {p.name} a {value}?", f"{p.name} is a {value}."),
+        "pet": (f"Does {p.name} keep a {value}?", f"{p.name} keeps a {value}.")}[kind]
+    does = "is" if kind == "job" else "does"
+    answer = rng.choice([
+        ["yes.", f"yes, {p.pronoun} {does}.", "I am sure of it."],
+        [f"no, {'in ' if kind == 'town' else 'a '}{truth}.", f"no, {p.pronoun} {does} not.",
+         "certainly not."],
+        ["I do not know.", "I am not sure.", "who knows?"]][label])
+    # Half the dialogues open on another subject (never the one asked about, which would
+    # decide the clause before B speaks).
+    opening = ""
+    if rng.random() < 0.5:
+      opening = (f"A: Who looks after {p.pet_name}? B: {p.name}. " if kind != "pet" else
+                 f"A: Where does {p.name} work? B: At {p.firm}. ")
+    return f"{opening}A: {question} B: {answer}", clause
 
   def listing(self, t: Town) -> str:
     residents = [p.name for p in self.people if p.town == t.name][:6]
@@ -190,7 +224,7 @@ class World:
         yield self.news(rng.choice(self.firms), rng)
       elif kind < 0.69:
         yield self.dialogue(rng.choice(self.people), rng)
-      elif kind < 0.92:
+      elif kind < 0.96:
         yield self.exercise(rng.choice(self.people), rng)
       else:
         text = self.listing(rng.choice(self.towns))

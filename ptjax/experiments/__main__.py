@@ -20,7 +20,7 @@ import os
 import re
 import sys
 
-from ptjax.experiments import grids, runner
+from ptjax.experiments import families, grids, runner
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
                               epilog=__doc__.split("\n", 2)[2])
   p.add_argument("command", choices=("list", "run", "status", "table", "launch"))
   p.add_argument("grid", nargs="?", help=f"one of {sorted(grids.GRIDS)} or 'all'")
-  p.add_argument("--family", default="t5", choices=sorted(grids.FAMILIES))
+  p.add_argument("--family", default="t5", choices=sorted(families.FAMILIES))
   p.add_argument("--root", default="/tmp/ptjax_experiments",
                  help="where every cell's MODEL_DIR goes (a gs:// bucket on TPU)")
   p.add_argument("--sizes", type=lambda s: s.split(","), help="default: the family's ladder")

@@ -66,6 +66,8 @@ class Evaluator:
     self.generate = jax.jit(functools.partial(
         inference.generate, run.model, max_decode_length=self.lengths["targets"]))
     self.rank_classify = jax.jit(functools.partial(inference.rank_classify, run.model))
+    # Built now: a label too long for the targets fails before any training step.
+    self.options = {task.name: self._options(task) for task in self.tasks}
 
   def _options(self, task) -> Optional[np.ndarray]:
     labels = catalog.labels_of(task.name)
@@ -76,7 +78,15 @@ class Evaluator:
     # The sentinel variant's targets start with <extra_id_0>: so must the scored options.
     first = [vocab.vocab_size - 1] if task.name.endswith("_sentinel") else []
     for i, label in enumerate(labels):
-      ids = (first + list(vocab.encode(label)))[:self.lengths["targets"] - 1] + [1]
+      ids = first + list(vocab.encode(label)) + [1]
+      if len(ids) > self.lengths["targets"]:
+        # Truncated options would rank label prefixes, not the labels the task is scored on.
+        raise ValueError(
+            f"Label {label!r} of {task.name} is {len(ids)} target tokens with EOS, more than "
+            f"TASK_FEATURE_LENGTHS['targets'] = {self.lengths['targets']}: rank "
+            f"classification would score a truncated label. Raise it, e.g. "
+            f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': {self.lengths['inputs']}, "
+            f"'targets': {max(len(first) + len(vocab.encode(l)) + 1 for l in labels)}}}\".")
       options[i, :len(ids)] = ids
     return options
 
@@ -89,7 +99,7 @@ class Evaluator:
   def _task_pass(self, task, state, variables) -> tuple[dict, list]:
     examples = self.examples[task.name]
     vocab = task.output_features["targets"].vocabulary
-    options = self._options(task)
+    options = self.options[task.name]
     loss = tokens = 0.0
     texts, scores = [], []
     for start in range(0, len(examples), self.batch_size):

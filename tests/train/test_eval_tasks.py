@@ -39,7 +39,7 @@ def common(model_dir, vocab_path, task):
   return ["--gin_file=gin/models/t5_1_1_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
           f"--gin.MIXTURE_OR_TASK_NAME='{task}'", f"--gin.VOCAB_PATH='{vocab_path}'",
           f"--gin.INITIAL_CHECKPOINT_PATH='{shared_fixture(INLINE_CKPT)}'",
-          "--gin.BATCH_SIZE=4", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}"]
+          "--gin.BATCH_SIZE=4", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 6}"]
 
 
 def test_eval_cli_on_mocked_superglue_writes_predictions_metrics_and_illegal_count(
@@ -78,6 +78,22 @@ def test_rank_classification_never_predicts_an_illegal_label(t5_tasks, tmp_path)
   rows = [json.loads(l) for l in open(folder / "step_0.jsonl")]
   assert {r["prediction"] for r in rows} <= {"entailment", "not_entailment"}
   assert json.load(open(folder / "step_0.metrics.json"))["illegal_predictions"] == 0
+
+
+def test_rank_classification_refuses_labels_longer_than_the_targets(t5_tasks, tmp_path,
+                                                                    capsys):
+  # `entailment` is 4 T5 pieces + EOS, `not_entailment` 5 + EOS: with 4 target tokens
+  # ranking would score prefixes.
+  with tfds.testing.mock_data(num_examples=6), pytest.raises(SystemExit):
+    run_cli(common(tmp_path / "short", t5_tasks, "pt_super_glue_rte_v102_taskless") + [
+        "--gin_file=gin/runs/eval.gin", "--gin.PROMPT_LENGTH=0",
+        "--gin.RANK_CLASSIFICATION=True",
+        "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}"])
+  err = capsys.readouterr().err
+  assert ("Label 'entailment' of pt_super_glue_rte_v102_taskless is 5 target tokens with EOS, "
+          "more than TASK_FEATURE_LENGTHS['targets'] = 4") in err
+  assert "--gin.TASK_FEATURE_LENGTHS=\"{'inputs': 32, 'targets': 6}\"" in err
+  assert not (tmp_path / "short" / "eval").exists()  # Refused before evaluating anything.
 
 
 def test_prompt_design_prepends_instruction_and_shots(t5_tasks, tmp_path):

@@ -16,8 +16,22 @@ for size in small base; do
   fi
 done
 grid() { .venv/bin/python -m ptjax.experiments "$@" --family=mini --seeds="$seeds" --root="$root"; }
-# What docs/results/ holds so far (one seed; mini RTE, now with mini CB); the other grids
-# run the same way.
+# What docs/results/ holds so far: mini CB and RTE; Figure 1 over three sizes, the other
+# grids on the shipped large model (points shared between grids run once).
 tasks=pt_mini_cb_taskless,pt_mini_rte_taskless
 grid run fig1_scale --sizes=small,base,large --tasks=$tasks
+for g in table3_ensemble fig3b_init fig3c_objective fig3a_prompt_length; do
+  grid run $g --sizes=large --tasks=$tasks
+done
 grid table fig1_scale --sizes=small,base,large --tasks=$tasks --out=docs/results
+for g in table3_ensemble fig3b_init fig3c_objective fig3a_prompt_length; do
+  grid table $g --sizes=large --tasks=$tasks --out=docs/results
+done
+# Section 7: nearest vocabulary neighbours of class-label- and random-initialised prompts.
+cells="$root/fig3b_init/size=large/task=pt_mini_cb_taskless"
+.venv/bin/python -m ptjax.main --gin_file=models/t5_1_1_mini_large.gin \
+  --gin_file=runs/neighbours.gin --gin.MODEL_DIR="'docs/results/neighbours'" \
+  --gin.INITIAL_CHECKPOINT_PATH="'ptjax/assets/mini_t5_1_1_large'" \
+  --gin.PROMPT_FILES="{'cb_class_label': '$cells/init=class_label/seed_0',
+    'cb_random_uniform': '$cells/init=random_uniform/seed_0',
+    'cb_sampled_vocab': '$cells/init=sampled_vocab/seed_0'}"

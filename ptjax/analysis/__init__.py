@@ -3,4 +3,4 @@
 Never imports `ptjax.train`.
 """
 
-from ptjax.analysis.neighbours import nearest_neighbours, neighbour_report
+from ptjax.analysis.neighbours import frequent_neighbours, nearest_neighbours, neighbour_report

@@ -1,10 +1,22 @@
 """Prompt interpretability (the paper's section 7): the vocabulary items whose embeddings
-are nearest, by cosine similarity, to each learned prompt position."""
+are nearest, by cosine similarity, to each learned prompt position.
 
-from typing import Optional
+gin/runs/neighbours.gin: PROMPT_FILES {name: prompt} on INITIAL_CHECKPOINT_PATH's embedding
+-> MODEL_DIR/neighbours.txt (per prompt: its most frequent neighbours, then every position)
+and neighbours.json.
+"""
+
+import collections
+import json
+import os
+from typing import Mapping, Optional
 
 import numpy as np
 import seqio
+
+from ptjax import prompts
+from ptjax.checkpoints import load_checkpoint
+from ptjax.model import T5Config
 
 
 def nearest_neighbours(prompt: np.ndarray, embedding: np.ndarray,
@@ -51,3 +63,44 @@ def _piece(vocabulary: Optional[seqio.Vocabulary], i: int) -> str:
   if sp is not None and i < sp.get_piece_size():
     return sp.id_to_piece(i)  # The piece itself ('▁yes'), as the paper's tables show.
   return f"<{i}>"
+
+
+def frequent_neighbours(ids: np.ndarray, top: int = 10) -> list[tuple[int, int]]:
+  """ids [P, k] -> [(vocabulary id, number of positions with it among their k)], most
+  frequent first (ties: lower id first); a prompt's recurring neighbours, such as the
+  class labels the paper found."""
+  counts = collections.Counter(int(i) for row in ids for i in set(row.tolist()))
+  return sorted(counts.items(), key=lambda c: (-c[1], c[0]))[:top]
+
+
+def report(*, model_dir: str, prompt_files: Mapping[str, str], model_config: T5Config,
+           vocabulary: seqio.Vocabulary, initial_checkpoint_path: str, k: int = 5) -> dict:
+  """Nearest neighbours of each prompt in {name: .npy, PEFT adapter or ptjax run} among
+  the checkpoint's input embeddings; writes MODEL_DIR/neighbours.txt and .json and
+  returns {name: {'frequent': [[piece, positions]], 'positions': [[[piece, cosine]] * k]}}."""
+  if not prompt_files:
+    raise ValueError("PROMPT_FILES is empty: give {name: prompt file or run folder}.")
+  embedding = np.asarray(load_checkpoint(initial_checkpoint_path, model_config)[1]
+                         ["token_embedder"]["embedding"])[:vocabulary.vocab_size]
+  results, text = {}, []
+  for name, path in prompt_files.items():
+    prompt = prompts.load_prompt(path)
+    if prompt.shape[-1] != embedding.shape[-1]:
+      raise ValueError(f"Prompt {name!r} ({path}) is {prompt.shape}; the model's embed size "
+                       f"is {embedding.shape[-1]} (wrong model gin or checkpoint?).")
+    ids, cosine = nearest_neighbours(prompt, embedding, k)
+    frequent = [[_piece(vocabulary, i), n] for i, n in frequent_neighbours(ids)]
+    results[name] = {"prompt_file": path, "frequent": frequent,
+                     "positions": [[[_piece(vocabulary, int(i)), round(float(c), 4)]
+                                    for i, c in zip(row_ids, row_cos)]
+                                   for row_ids, row_cos in zip(ids, cosine)]}
+    text += [f"# {name} ({path}): {len(prompt)} positions, {k} neighbours each",
+             "most frequent: " + ", ".join(f"{p} ({n})" for p, n in frequent),
+             neighbour_report(prompt, embedding, vocabulary, k), ""]
+  os.makedirs(model_dir, exist_ok=True)
+  with open(os.path.join(model_dir, "neighbours.txt"), "w") as f:
+    f.write("\n".join(text))
+  with open(os.path.join(model_dir, "neighbours.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  print("\n".join(text), flush=True)
+  return results

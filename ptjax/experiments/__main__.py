@@ -54,10 +54,10 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def _cells(args, grid):
+def _cells(args, grid, select=True):
   cells = grids.expand(grid, args.family, args.root, args.sizes, args.tasks, args.seeds,
                        args.ensemble_size, args.adaptation_steps)
-  if args.cells:
+  if args.cells and select:
     cells = [c for c in cells if re.search(args.cells, c.name)]
   bindings = []
   for item in args.set:
@@ -95,6 +95,9 @@ def main(argv=None) -> int:
   names = list(grids.GRIDS) if args.grid == "all" else [args.grid]
   for name in names:
     cells = _cells(args, name)
+    if args.command == "run":
+      # Finished runs of every grid (these options), for the points grids share.
+      finished = runner.finished_runs(c for g in grids.GRIDS for c in _cells(args, g, False))
     if args.command == "list" or (args.command == "run" and args.dry_run):
       # list: the whole grid; run --dry_run: what is left to run.
       plan = runner.unfinished(cells) if args.command == "run" else [
@@ -105,11 +108,16 @@ def main(argv=None) -> int:
         for run in runs:
           if run.model_dir not in printed:
             printed.add(run.model_dir)
+            source = args.command == "run" and finished.get(runner.signature(run))
+            if source and source != run.model_dir:
+              print(f"# reuses {source}")
             print(" ".join([run.command(), *args.flags]))
     elif args.command == "run":
-      counts = runner.run_cells(cells, flags=args.flags)
+      counts = runner.run_cells(cells, flags=args.flags, finished=finished)
       print(f"{name}: {counts['runs']} runs done; {counts['skipped']} of {counts['cells']} "
-            "cells were already finished.")
+            "cells were already finished." +
+            (f" {counts['reused']} identical runs of other grids reused." if counts["reused"]
+             else ""))
     elif args.command == "status":
       s = runner.status(cells)
       print(f"{name}: {len(s['done'])} done, {len(s['started'])} started, "

@@ -4,15 +4,21 @@ launch script on a TPU VM / pod slice or a GPU host.
 
 Each finished cell leaves `<cell>/cell.json`: its coordinates and the metrics of its last
 run at the best evaluation (the paper's early stopping on the dev set), read by `table`.
+
+Grids share points (Figure 1's prompt-tuning run is also the default of every Figure 3
+panel and Table 3's first member): a run identical to a finished one of another grid,
+MODEL_DIR aside, is reused, its folder hard-linked, not run again.
 """
 
+import errno
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from ptjax.data import metrics
 from ptjax.experiments.grids import Cell, Run
@@ -96,20 +102,64 @@ def unfinished(cells: Sequence[Cell]) -> list[tuple[Cell, list[Run]]]:
   return plan
 
 
+def signature(run: Run) -> str:
+  """What a run computes: its gin files and bindings, MODEL_DIR aside."""
+  return json.dumps([list(run.gin_files), sorted(run.bindings), run.done_file])
+
+
+def finished_runs(cells: Iterable[Cell]) -> dict[str, str]:
+  """{signature: MODEL_DIR} of the finished runs among `cells` on local disk (runs in a
+  gs:// bucket are not indexed: probing every run there would cost a request each)."""
+  out = {}
+  for cell in cells:
+    for run in cell.runs:
+      if not run.model_dir.startswith("gs://") and signature(run) not in out and run_done(run):
+        out[signature(run)] = run.model_dir
+  return out
+
+
+def _link_or_copy(source: str, target: str) -> None:
+  # Text results are copied (a later write to one must not change the other); checkpoint
+  # files, written once, are hard-linked: no bytes copied.
+  if source.endswith((".json", ".jsonl", ".gin", ".txt", ".tsv", ".csv")):
+    shutil.copy2(source, target)
+    return
+  try:
+    os.link(source, target)
+  except OSError as e:
+    if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+      raise
+    shutil.copy2(source, target)
+
+
+def reuse(source: str, model_dir: str) -> None:
+  """MODEL_DIR <- a finished identical run's folder (without its cell.json)."""
+  shutil.copytree(source, model_dir, copy_function=_link_or_copy,
+                  ignore=shutil.ignore_patterns("cell.json"))
+
+
 def run_cells(cells: Sequence[Cell], *, flags: Sequence[str] = (),
               python: str = sys.executable, log: Callable[[str], None] = print,
-              write_results: bool = True) -> dict[str, int]:
+              write_results: bool = True,
+              finished: Optional[Mapping[str, str]] = None) -> dict[str, int]:
   """Runs every unfinished run of every unfinished cell, in order; stops at the first
   failure (its command and log tail are raised). `flags` go to each ptjax.main run (e.g.
   --initialize_distributed on a pod slice). The plan is fixed before the first run, so
-  every host of a pod slice runs the same sequence."""
+  every host of a pod slice runs the same sequence. `finished` ({signature: MODEL_DIR},
+  `finished_runs` of other grids) names runs to reuse instead of running again."""
   missing = missing_requirements(cells)
   if missing:
     raise FileNotFoundError("Missing checkpoints:\n  " + "\n  ".join(missing))
   plan = unfinished(cells)
-  counts = {"cells": len(cells), "skipped": len(cells) - len(plan), "runs": 0}
+  counts = {"cells": len(cells), "skipped": len(cells) - len(plan), "runs": 0, "reused": 0}
   for i, (cell, runs) in enumerate(plan, 1):
     for run in runs:
+      source = (finished or {}).get(signature(run))
+      if source and source != run.model_dir and not exists(run.model_dir):
+        reuse(source, run.model_dir)
+        log(f"[{i}/{len(plan)}] {cell.grid} {cell.name}: reused {source} (identical run)")
+        counts["reused"] += 1
+        continue
       argv = [python] + run.argv()[1:] + list(flags)
       log(f"[{i}/{len(plan)}] {cell.grid} {cell.name}: {run.command()}")
       tic = time.perf_counter()

@@ -141,6 +141,25 @@ def test_one_tiny_cell_of_each_grid_runs_end_to_end(tiny_grids):
       np.mean([m["accuracy"] for m in ensemble["members"]]))
 
 
+def test_a_run_shared_by_grids_runs_once(tiny_grids):
+  root, outputs, _, _, _ = tiny_grids
+  # Table 3's first member is Figure 1's prompt-tuning run (same gin, same seed).
+  assert "1 identical runs of other grids reused" in outputs["table3_ensemble"]
+  assert "reused" not in outputs["fig1_scale"]
+  fig1 = root / "fig1_scale" / "size=large" / "task=pt_mini_rte_taskless" / \
+      "method=prompt_tuning" / "seed_0"
+  member = root / "table3_ensemble" / "size=large" / "task=pt_mini_rte_taskless" / "seed_0" / \
+      "prompt_0"
+  assert not member.is_symlink() and not (member / "cell.json").exists()
+  assert (member / "metrics.jsonl").read_text() == (fig1 / "metrics.jsonl").read_text()
+  assert json.loads((fig1 / "cell.json").read_text())["coords"]["method"] == "prompt_tuning"
+  # Checkpoint files are hard links (no bytes copied); text results are copies.
+  arrays = [p for p in fig1.rglob("*") if p.is_file() and p.suffix not in (".json", ".jsonl",
+                                                                           ".gin", ".txt")]
+  assert arrays and all(os.path.samefile(p, member / p.relative_to(fig1)) for p in arrays)
+  assert not os.path.samefile(fig1 / "metrics.jsonl", member / "metrics.jsonl")
+
+
 def test_tables_of_the_tiny_cells_hold_their_metrics(tiny_grids):
   root, _, _, _, table_out = tiny_grids
   fig1 = runner.load_results(str(root), "fig1_scale")[0]["metrics"]

@@ -15,7 +15,7 @@ import numpy as np
 import seqio
 
 from ptjax import prompts
-from ptjax.checkpoints import load_checkpoint
+from ptjax.checkpoints import detect_format, load_checkpoint, read_t5x
 from ptjax.model import T5Config
 
 
@@ -73,6 +73,20 @@ def frequent_neighbours(ids: np.ndarray, top: int = 10) -> list[tuple[int, int]]
   return sorted(counts.items(), key=lambda c: (-c[1], c[0]))[:top]
 
 
+def input_embedding(path: str, config: T5Config) -> np.ndarray:
+  """The checkpoint's token embedding [vocab, embed]; from a T5X checkpoint only that
+  array is read."""
+  name = "token_embedder/embedding"
+  if detect_format(path) == "t5x":
+    table = read_t5x(path, names={name})["token_embedder"]["embedding"]
+  else:
+    table = load_checkpoint(path, config)[1]["token_embedder"]["embedding"]
+  if table.shape != (config.vocab_size, config.emb_dim):
+    raise ValueError(f"{path}: {name} is {table.shape}; the model config expects "
+                     f"{(config.vocab_size, config.emb_dim)} (wrong model gin?).")
+  return np.asarray(table)
+
+
 def report(*, model_dir: str, prompt_files: Mapping[str, str], model_config: T5Config,
            vocabulary: seqio.Vocabulary, initial_checkpoint_path: str, k: int = 5) -> dict:
   """Nearest neighbours of each prompt in {name: .npy, PEFT adapter or ptjax run} among
@@ -80,8 +94,7 @@ def report(*, model_dir: str, prompt_files: Mapping[str, str], model_config: T5C
   returns {name: {'frequent': [[piece, positions]], 'positions': [[[piece, cosine]] * k]}}."""
   if not prompt_files:
     raise ValueError("PROMPT_FILES is empty: give {name: prompt file or run folder}.")
-  embedding = np.asarray(load_checkpoint(initial_checkpoint_path, model_config)[1]
-                         ["token_embedder"]["embedding"])[:vocabulary.vocab_size]
+  embedding = input_embedding(initial_checkpoint_path, model_config)[:vocabulary.vocab_size]
   results, text = {}, []
   for name, path in prompt_files.items():
     prompt = prompts.load_prompt(path)

@@ -16,7 +16,7 @@ never decoded), then reads the TensorStore leaves concurrently.
 
 import io
 import math
-from typing import Optional
+from typing import Collection, Optional
 
 import ml_dtypes
 import msgpack
@@ -121,8 +121,12 @@ def _split_leaves(tree: dict):
   return out
 
 
-def read_t5x(path: str, dtype: Optional[str] = None) -> dict:
-  """Params of a T5X checkpoint folder, single file or gs:// path; optional cast to `dtype`."""
+def read_t5x(path: str, dtype: Optional[str] = None,
+             names: Optional[Collection[str]] = None) -> dict:
+  """Params of a T5X checkpoint folder, single file or gs:// path; optional cast to `dtype`.
+
+  `names` ('token_embedder/embedding', ...): only these parameters, and only their arrays
+  are read (an XXL embedding without the other 11B parameters)."""
   ckpt_file = checkpoint_file(path)
   source = f"T5X checkpoint {path}"
   if storage.is_gcs(ckpt_file):
@@ -132,6 +136,11 @@ def read_t5x(path: str, dtype: Optional[str] = None) -> dict:
       target = _read_target(f, source)
   directory = storage.parent(ckpt_file)
   leaves = _split_leaves(target)
+  if names is not None:
+    missing = sorted(set(names) - {"/".join(k) for k in leaves})
+    if missing:
+      raise CheckpointError(f"{source}: no parameter {', '.join(missing)}.")
+    leaves = {k: v for k, v in leaves.items() if "/".join(k) in names}
   pending = {}
   for key, leaf in leaves.items():
     if _is_ts_spec(leaf):

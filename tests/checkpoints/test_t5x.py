@@ -106,6 +106,23 @@ def test_moved_checkpoint_still_reads(tmp_path):
   assert_trees_identical(read_t5x(str(dst)), read_t5x(src))
 
 
+def test_reading_named_parameters_opens_only_their_arrays(tmp_path):
+  src = shared_fixture(TENSORSTORE_CKPT)
+  dst = tmp_path / "checkpoint_3"
+  shutil.copytree(src, dst)
+  full = read_t5x(src)
+  # Another parameter's array is gone: a full read fails, a named read does not touch it.
+  shutil.rmtree(dst / "target.decoder.logits_dense.kernel")
+  with pytest.raises(CheckpointError, match="logits_dense"):
+    read_t5x(str(dst))
+  only = read_t5x(str(dst), names={"token_embedder/embedding"})
+  assert list(flat(only)) == ["token_embedder/embedding"]
+  np.testing.assert_array_equal(only["token_embedder"]["embedding"],
+                                full["token_embedder"]["embedding"])
+  with pytest.raises(CheckpointError, match="no parameter encoder/nope"):
+    read_t5x(src, names={"encoder/nope"})
+
+
 def test_bfloat16_zstd_and_restore_dtype(tmp_path):
   params = init_params(TENSORSTORE_CONFIG, jax.random.key(0))
   save_t5x(params, str(tmp_path / "bf16"), dtype="bfloat16", compressor="zstd")

@@ -6,7 +6,8 @@
 Each run is a fresh `python -m ptjax.main` process (start-up, checkpoint, input pipeline,
 compilation and the validation split decoded greedily), as a researcher would launch it:
 N runs of gin/runs/eval.gin (one per prompt, RANK_CLASSIFICATION=False) against one run
-of gin/runs/ensemble.gin (N prompts per forward pass). Prints JSON: each run's wall time,
+of gin/runs/ensemble.gin (N prompts per forward pass; unlike `eval` it computes no
+validation loss, only the decoded answers and their metrics). Prints JSON: each run's wall time,
 their sum, the ensemble's, their ratio, and whether each member's accuracy in the
 ensemble equals its own run's. scripts/bench_ensemble.py times the forward passes alone.
 """

@@ -20,13 +20,17 @@ def plot_grid(grid: str, results: Sequence[dict], path: str) -> str:
   axis = tables.FIGURE_AXES[grid]
   points = tables.figure_points(results, axis)
   sizes = tables.ordered(s for s, _ in points)
+  values = tables.ordered(v for _, v in points)
   fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-  for value in tables.ordered(v for _, v in points):
+  for j, value in enumerate(values):
     xs = [i for i, s in enumerate(sizes) if (s, value) in points]
     means = [np.mean(points[(sizes[i], value)]) for i in xs]
     stds = [np.std(points[(sizes[i], value)]) for i in xs]
-    ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{value}")
+    dodge = 0.05 * (j - (len(values) - 1) / 2)  # Points of one size side by side.
+    ax.errorbar([x + dodge for x in xs], means, yerr=stds, marker="o", capsize=3,
+                label=f"{value}")
   ax.set_xticks(range(len(sizes)), sizes)
+  ax.set_ylim(0, 100)  # The score's whole range: a point's difference is not magnified.
   ax.set_xlabel("model size")
   ax.set_ylabel("score (mean over tasks)")
   ax.set_title(grid)

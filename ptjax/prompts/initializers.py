@@ -6,6 +6,7 @@ Built as closures so gin can select one (`prompt_init = @initializers.sampled_vo
 
 from typing import Callable, Protocol, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,15 +54,19 @@ def _label_rows(texts: Sequence[str], vocabulary: Vocabulary, embedding: Array) 
 def class_labels(labels: Sequence[str], vocabulary: Vocabulary,
                  fill: Initializer | None = None) -> Initializer:
   """The paper's best init: position i is the embedding of label i (mean over its
-  SentencePiece pieces); the remaining positions come from `fill` (sampled vocab)."""
+  SentencePiece pieces); the remaining positions come from `fill` (sampled vocab).
+  A prompt shorter than the label list (Figure 3a's 1-token prompts) takes the first
+  labels that fit, as the paper's code does, with a warning."""
   fill = fill or sampled_vocab()
 
   def init(rng, shape, embedding):
-    if len(labels) > shape[0]:
-      raise ValueError(f"class_labels: {len(labels)} labels do not fit a prompt of length "
-                       f"{shape[0]}; raise PROMPT_LENGTH or drop labels.")
-    rows = _label_rows(labels, vocabulary, embedding)
-    return jnp.concatenate([rows, fill(rng, (shape[0] - len(labels), shape[1]), embedding)])
+    used = list(labels)[:shape[0]]
+    if len(used) < len(labels):
+      logging.warning("class_labels: a %d-token prompt holds only the labels %s; %s are "
+                      "not used for its initialisation.", shape[0], used,
+                      list(labels)[shape[0]:])
+    rows = _label_rows(used, vocabulary, embedding)
+    return jnp.concatenate([rows, fill(rng, (shape[0] - len(used), shape[1]), embedding)])
   return init
 
 

@@ -20,15 +20,17 @@ for size in small base large; do
   fi
 done
 grid() { .venv/bin/python -m ptjax.experiments "$@" --family=mini --seeds="$seeds" --root="$root"; }
-# What docs/results/ holds so far: mini CB and RTE; Figure 1 over three sizes, the other
-# grids on the shipped large model (points shared between grids run once).
+# Mini CB and RTE; Figure 1 over three sizes, the other grids on the shipped large model
+# (Tables 1-2 on their own tasks); points shared between grids run once.
 tasks=pt_mini_cb_taskless,pt_mini_rte_taskless
+large_grids="table3_ensemble fig3b_init fig3c_objective fig3a_prompt_length
+             fig3d_lm_adaptation_steps table1_squad_to_mrqa table2_qqp_mrpc"
 grid run fig1_scale --sizes=small,base,large --tasks=$tasks
-for g in table3_ensemble fig3b_init fig3c_objective fig3a_prompt_length; do
+for g in $large_grids; do
   grid run $g --sizes=large --tasks=$tasks
 done
 grid table fig1_scale --sizes=small,base,large --tasks=$tasks --out=docs/results
-for g in table3_ensemble fig3b_init fig3c_objective fig3a_prompt_length; do
+for g in $large_grids; do
   grid table $g --sizes=large --tasks=$tasks --out=docs/results
 done
 # Section 7: nearest vocabulary neighbours of class-label- and random-initialised prompts.

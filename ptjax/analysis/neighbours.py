@@ -15,7 +15,7 @@ import numpy as np
 import seqio
 
 from ptjax import prompts
-from ptjax.checkpoints import detect_format, load_checkpoint, read_t5x
+from ptjax.checkpoints import load_checkpoint
 from ptjax.model import T5Config
 
 
@@ -74,17 +74,10 @@ def frequent_neighbours(ids: np.ndarray, top: int = 10) -> list[tuple[int, int]]
 
 
 def input_embedding(path: str, config: T5Config) -> np.ndarray:
-  """The checkpoint's token embedding [vocab, embed]; from a T5X checkpoint only that
-  array is read."""
-  name = "token_embedder/embedding"
-  if detect_format(path) == "t5x":
-    table = read_t5x(path, names={name})["token_embedder"]["embedding"]
-  else:
-    table = load_checkpoint(path, config)[1]["token_embedder"]["embedding"]
-  if table.shape != (config.vocab_size, config.emb_dim):
-    raise ValueError(f"{path}: {name} is {table.shape}; the model config expects "
-                     f"{(config.vocab_size, config.emb_dim)} (wrong model gin?).")
-  return np.asarray(table)
+  """The checkpoint's token embedding [vocab, embed], checked against `config`; from a
+  T5X checkpoint only that array is read."""
+  params = load_checkpoint(path, config, names={"token_embedder/embedding"})[1]
+  return np.asarray(params["token_embedder"]["embedding"])
 
 
 def report(*, model_dir: str, prompt_files: Mapping[str, str], model_config: T5Config,

@@ -1,12 +1,14 @@
 """Frozen-model checkpoints: one loader for T5X folders, T5X single files and HF folders."""
 
 import os
-from typing import Optional
+from typing import Collection, Optional
+
+from flax import traverse_util
 
 from ptjax.checkpoints import storage
 from ptjax.checkpoints.hf import config_from_hf, config_to_hf, is_hf_folder, read_hf, save_hf
 from ptjax.checkpoints.t5x import CHECKPOINT_FILE, read_t5x, save_t5x
-from ptjax.checkpoints.validate import CheckpointError, check_params
+from ptjax.checkpoints.validate import CheckpointError, check_names, check_params, flat
 from ptjax.model import T5Config
 
 
@@ -38,22 +40,30 @@ def detect_format(path: str) -> str:
 
 
 def load_checkpoint(path: str, config: Optional[T5Config] = None,
-                    dtype: Optional[str] = None) -> tuple[Optional[T5Config], dict]:
+                    dtype: Optional[str] = None,
+                    names: Optional[Collection[str]] = None) -> tuple[Optional[T5Config], dict]:
   """Loads frozen T5 params from a T5X folder / single file or an HF folder.
 
   Returns (config, params): the config comes from an HF config.json, or is the
   `config` given (T5X checkpoints carry none), else None. When a config is known,
   every parameter name and shape is checked against it. `dtype` casts on load.
+  `names` ('token_embedder/embedding', ...): only these parameters (from a T5X checkpoint
+  only their arrays are read: an XXL embedding without the other 11B parameters).
   """
   fmt = detect_format(path)
+  if names is not None and config is not None:  # A typo fails before anything is read.
+    check_names(names, config, f"load_checkpoint({path!r}, names=...)")
   if fmt == "hf":
     hf_config, params = read_hf(path, dtype)
+    if names is not None:
+      params = traverse_util.unflatten_dict(
+          {k: v for k, v in flat(params).items() if k in names}, sep="/")
     if config is not None:
-      check_params(params, config, f"Hugging Face checkpoint {path}")
+      check_params(params, config, f"Hugging Face checkpoint {path}", names)
     return config or hf_config, params
-  params = read_t5x(path, dtype)
+  params = read_t5x(path, dtype, names)
   if config is not None:
-    check_params(params, config, f"T5X checkpoint {path}")
+    check_params(params, config, f"T5X checkpoint {path}", names)
   return config, params
 
 

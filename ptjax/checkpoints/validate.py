@@ -1,5 +1,7 @@
 """Errors a user can act on, and the check of a parameter tree against a `T5Config`."""
 
+from typing import Collection, Optional
+
 import ml_dtypes
 import numpy as np
 from flax import traverse_util
@@ -34,9 +36,23 @@ def check_dtype(name: str, dtype, source: str) -> None:
         f"ptjax loads {', '.join(FLOAT_DTYPES)} weights.")
 
 
-def check_params(params: dict, config: T5Config, source: str) -> None:
-  """Raises CheckpointError naming the first missing, misshapen or unexpected parameter."""
+def check_names(names: Collection[str], config: T5Config, source: str) -> None:
+  """Raises CheckpointError for a name that is no parameter of `config`."""
+  unknown = sorted(set(names) - set(flat(param_shapes(config))))
+  if unknown:
+    raise CheckpointError(f"{source}: {', '.join(unknown)} is not a parameter of this model "
+                          f"config (names look like 'token_embedder/embedding').")
+
+
+def check_params(params: dict, config: T5Config, source: str,
+                 names: Optional[Collection[str]] = None) -> None:
+  """Raises CheckpointError naming the first missing, misshapen or unexpected parameter.
+
+  `names` ('token_embedder/embedding', ...): `params` holds only these; check just them."""
   expected = {k: v.shape for k, v in flat(param_shapes(config)).items()}
+  if names is not None:
+    check_names(names, config, source)
+    expected = {k: v for k, v in expected.items() if k in names}
   got = flat(params)
   for name, shape in expected.items():
     if name not in got:

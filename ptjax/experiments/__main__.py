@@ -96,7 +96,8 @@ def main(argv=None) -> int:
   for name in names:
     cells = _cells(args, name)
     if args.command == "run":
-      # Finished runs of every grid (these options), for the points grids share.
+      # Finished runs of every grid (these options), for the points grids share; made
+      # anew per grid, as the grids run before it (`run all`) may have finished some.
       finished = runner.finished_runs(c for g in grids.GRIDS for c in _cells(args, g, False))
     if args.command == "list" or (args.command == "run" and args.dry_run):
       # list: the whole grid; run --dry_run: what is left to run.

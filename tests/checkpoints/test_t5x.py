@@ -121,6 +121,18 @@ def test_reading_named_parameters_opens_only_their_arrays(tmp_path):
                                 full["token_embedder"]["embedding"])
   with pytest.raises(CheckpointError, match="no parameter encoder/nope"):
     read_t5x(src, names={"encoder/nope"})
+  # The one loader does the same for T5X and HF folders, checking the named shapes only.
+  save_hf(full, TENSORSTORE_CONFIG, str(tmp_path / "hf"))
+  for path in (str(dst), str(tmp_path / "hf")):
+    _, only = load_checkpoint(path, TENSORSTORE_CONFIG, names={"token_embedder/embedding"})
+    assert list(flat(only)) == ["token_embedder/embedding"]
+    np.testing.assert_array_equal(only["token_embedder"]["embedding"],
+                                  full["token_embedder"]["embedding"])
+    with pytest.raises(CheckpointError, match="encoder/nope is not a parameter"):
+      load_checkpoint(path, TENSORSTORE_CONFIG, names={"encoder/nope"})
+  wider = TENSORSTORE_CONFIG.replace(emb_dim=TENSORSTORE_CONFIG.emb_dim * 2)
+  with pytest.raises(CheckpointError, match="token_embedder/embedding has shape"):
+    load_checkpoint(str(dst), wider, names={"token_embedder/embedding"})
 
 
 def test_bfloat16_zstd_and_restore_dtype(tmp_path):

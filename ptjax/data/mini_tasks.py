@@ -13,7 +13,8 @@ paper's tasks:
   pt_mini_qqp      question pairs: duplicate / not_duplicate (QQP-like)
   pt_mini_mrpc     statement pairs: equivalent / not_equivalent (MRPC-like);
                    pt_mini_{mrpc_from_qqp,qqp_from_mrpc}: the target read with the source's
-                   label words, for zero-shot transfer
+                   label words, for zero-shot transfer; pt_mini_X_from_Y_zeroshot: Y and
+                   that, to evaluate a run trained on Y
   pt_mini_corpus_{span_corruption,prefix_lm}   pre-training objectives over the corpus
 
 Splits: people are split 80/10/10 (train/validation/test) by index, so no person of a
@@ -268,7 +269,8 @@ def register(vocabulary: seqio.Vocabulary) -> None:
                            feature_names=keys)],
         vocabulary, postprocessors.classifier(labels), [metrics.binary_f1, metrics.accuracy],
         index, labels)
-  # Zero-shot transfer: the target task, read with the source's label words.
+  # Zero-shot transfer: the target task, read with the source's label words (the task's
+  # labels are those words: rank classification scores them, anything else is illegal).
   for (source, target), words in {("qqp", "mrpc"): ("duplicate", "equivalent"),
                                   ("mrpc", "qqp"): ("equivalent", "duplicate")}.items():
     generator, labels, keys, index = paraphrase[target]
@@ -279,7 +281,11 @@ def register(vocabulary: seqio.Vocabulary) -> None:
                            feature_names=keys)],
         vocabulary, postprocessors.classifier(
             labels, translate=lambda text, w=words: text.replace(*w)),
-        [metrics.binary_f1, metrics.accuracy], index, labels)
+        [metrics.binary_f1, metrics.accuracy], index, paraphrase[source][1])
+    # Evaluated together: the source in domain (checkpoints are chosen on it), the target.
+    for suffix in catalog.VARIANTS:
+      catalog.add_mixture(f"pt_mini_{target}_from_{source}_zeroshot{suffix}",
+                          [f"pt_mini_{source}{suffix}", f"pt_mini_{target}_from_{source}{suffix}"])
   qa_signature = {"context": _TEXT, "question": _TEXT, "id": _TEXT,
                   "answers": tf.TensorSpec([None], tf.string)}
   for i, (name, generator) in enumerate((("pt_mini_squad", squad_examples),

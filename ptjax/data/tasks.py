@@ -109,7 +109,8 @@ def _glue(vocab):
         [functools.partial(pre.glue, benchmark_name=name, label_names=labels[name])],
         vocab, postprocessors.classifier(labels[name]), [metrics.binary_f1, metrics.accuracy],
         GLUE_INDEX[name], labels[name])
-  # Zero-shot transfer: evaluate on the target task, mapping the source's label words.
+  # Zero-shot transfer: evaluate on the target task, mapping the source's label words (the
+  # task's labels are those words: rank classification scores them, the rest is illegal).
   translate = {("qqp", "mrpc"): lambda s: s.replace("duplicate", "equivalent"),
                ("mrpc", "qqp"): lambda s: s.replace("equivalent", "duplicate")}
   for (source, target), fn in translate.items():
@@ -118,7 +119,7 @@ def _glue(vocab):
         _tfds(f"glue/{target}:2.0.0", ["validation"]),
         [functools.partial(pre.glue, benchmark_name=target, label_names=labels[target])],
         vocab, postprocessors.classifier(labels[target], translate=fn),
-        [metrics.binary_f1, metrics.accuracy], GLUE_INDEX[target], labels[target])
+        [metrics.binary_f1, metrics.accuracy], GLUE_INDEX[target], labels[source])
     for suffix, name in zip(catalog.VARIANTS, names):
       catalog.add_mixture(f"pt_glue_{target}_from_{source}_zeroshot_v002{suffix}",
                           [f"pt_glue_{source}_v002{suffix}", name])

@@ -23,8 +23,10 @@ class Family:
   span_corruption: Callable[[str], str]  # size -> the checkpoint before LM adaptation.
   make_checkpoint: Callable[[str], str]  # size -> the command that makes those two.
   superglue: tuple[str, ...]  # Tasks of Figure 1 / 3 (taskless variants).
+  # Tables 1-2 evaluate mixtures of the training task (in domain; checkpoints are chosen on
+  # it) and the zero-shot targets.
   squad: tuple[str, str]  # (train task, eval mixture) of Table 1.
-  paraphrase: tuple[tuple[str, str, str], ...]  # (name, train task, eval task) of Table 2.
+  paraphrase: tuple[tuple[str, str, str], ...]  # (name, train task, eval mixture) of Table 2.
   adaptation: tuple[str, dict, tuple[int, ...], int]  # Fig 3d: task, lengths, steps, full.
   recipe: tuple[tuple[str, str], ...]  # Bindings of every prompt/model tuning run.
   model_tuning: tuple[tuple[str, str], ...]
@@ -56,8 +58,10 @@ T5 = Family(
     ("pt_super_glue_wsc_v102_simple_train_taskless",),
     squad=("pt_squad_v110_taskless", "pt_squad_to_mrqa_taskless"),
     paraphrase=(
-        ("qqp_to_mrpc", "pt_glue_qqp_v002_taskless", "pt_glue_mrpc_from_qqp_v002_taskless"),
-        ("mrpc_to_qqp", "pt_glue_mrpc_v002_taskless", "pt_glue_qqp_from_mrpc_v002_taskless")),
+        ("qqp_to_mrpc", "pt_glue_qqp_v002_taskless",
+         "pt_glue_mrpc_from_qqp_zeroshot_v002_taskless"),
+        ("mrpc_to_qqp", "pt_glue_mrpc_v002_taskless",
+         "pt_glue_qqp_from_mrpc_zeroshot_v002_taskless")),
     adaptation=("pt_c4_prefix_lm", {"inputs": 512, "targets": 512}, (0, 10000, 50000, 100000),
                 100000),
     recipe=(("TRAIN_STEPS", "30000"), ("BATCH_SIZE", "32"), ("EVAL_PERIOD", "1000"),
@@ -98,8 +102,9 @@ MINI = Family(
     make_checkpoint=lambda s: f"OUT={_pretrain_root()}/mini_{s} ./scripts/pretrain_mini.sh {s}",
     superglue=("pt_mini_boolq_taskless", "pt_mini_cb_taskless", "pt_mini_rte_taskless"),
     squad=("pt_mini_squad_taskless", "pt_mini_squad_to_ood_taskless"),
-    paraphrase=(("qqp_to_mrpc", "pt_mini_qqp_taskless", "pt_mini_mrpc_from_qqp_taskless"),
-                ("mrpc_to_qqp", "pt_mini_mrpc_taskless", "pt_mini_qqp_from_mrpc_taskless")),
+    paraphrase=(
+        ("qqp_to_mrpc", "pt_mini_qqp_taskless", "pt_mini_mrpc_from_qqp_zeroshot_taskless"),
+        ("mrpc_to_qqp", "pt_mini_mrpc_taskless", "pt_mini_qqp_from_mrpc_zeroshot_taskless")),
     adaptation=("pt_mini_corpus_prefix_lm", {"inputs": 96, "targets": 64}, (0, 100, 300, 500),
                 500),
     recipe=(("TRAIN_STEPS", "300"), ("BATCH_SIZE", "32"), ("EVAL_PERIOD", "100"),

@@ -82,13 +82,22 @@ def _labels_of(task: str) -> Optional[tuple[str, ...]]:
   return catalog.labels_of(task)
 
 
-def _best_metric(task: str) -> str:
-  """Early stopping on the dev set, by the task's main metric (a mixture: its average)."""
-  import seqio
-  if isinstance(seqio.get_mixture_or_task(task), seqio.Mixture):
-    return "average_score"
+def _main_metric(task: str) -> str:
   return "f1" if "squad" in task or "record" in task else (
       "f1a" if "multirc" in task else "accuracy")
+
+
+def _best_metric(task: str, eval_task: Optional[str] = None) -> str:
+  """Early stopping on the dev set, by the task's main metric. An evaluation mixture that
+  holds the training task (Tables 1-2: in domain + zero-shot targets) chooses by that task
+  alone, as choosing by a zero-shot target would look at it; other mixtures: the average."""
+  import seqio
+  evaluated = seqio.get_mixture_or_task(eval_task or task)
+  if not isinstance(evaluated, seqio.Mixture):
+    return _main_metric(evaluated.name)
+  if task in [t.name for t in evaluated.tasks]:
+    return f"{task}/{_main_metric(task)}"
+  return "average_score"
 
 
 def tuning_run(family: Family, model_dir: str, size: str, task: str, seed: int, *,
@@ -110,7 +119,7 @@ def tuning_run(family: Family, model_dir: str, size: str, task: str, seed: int, 
     bindings += [("TASK_FEATURE_LENGTHS", repr(lengths)), ("NUM_SHOTS", str(DESIGN_SHOTS))]
     return Run(model_dir, tuple(files), tuple(bindings), "metrics.jsonl")
   bindings += family.recipe + (("SEED", str(seed)),
-                               ("BEST_METRIC", repr(_best_metric(eval_task or task))))
+                               ("BEST_METRIC", repr(_best_metric(task, eval_task))))
   if eval_task:
     bindings.append(("trainer.train.eval_mixture_or_task_name", repr(eval_task)))
   if method == "model_tuning":

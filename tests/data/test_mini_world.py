@@ -5,7 +5,8 @@ import collections
 import numpy as np
 import seqio
 
-from ptjax.data import mini_tasks, mini_world
+from ptjax.data import catalog, mini_tasks, mini_world
+from ptjax.train import evaluation
 
 
 def test_world_and_corpus_are_deterministic_and_large_on_demand():
@@ -163,6 +164,12 @@ def test_paraphrase_pairs_and_zero_shot_transfer_tasks():
   # Read with QQP's words: a prompt trained on QQP answering "duplicate" means equivalent.
   assert task.postprocess_fn("duplicate", is_target=False) == 1
   assert task.postprocess_fn("not_duplicate", is_target=False) == 0
+  # Its label words are QQP's: they are what rank classification scores and what is legal.
+  assert catalog.labels_of(task.name) == mini_tasks.QQP_LABELS
+  examples = [{"targets_pretokenized": t} for t in ("equivalent", "not_equivalent", "equivalent")]
+  scored = evaluation.score_texts(task, examples, ["duplicate", "duplicate", "maybe"])
+  # Read as [1, 1, wrong] against [1, 0, 1]: one hit; tp 1, fp 1, fn 1.
+  assert scored == {"accuracy": 100 / 3, "f1": 50.0, "illegal_predictions": 1.0}
   mixture = seqio.get_mixture_or_task("pt_mini_squad_to_ood_taskless")
   assert sorted(t.name for t in mixture.tasks) == ["pt_mini_squad_ood_taskless",
                                                    "pt_mini_squad_taskless"]

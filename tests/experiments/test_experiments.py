@@ -129,12 +129,17 @@ def test_one_tiny_cell_of_each_grid_runs_end_to_end(tiny_grids):
   rows = [json.loads(l) for l in open(os.path.join(
       root, "fig3c_objective", *fig3c["cell"].split("/"), "metrics.jsonl"))]
   assert fig3c["metrics"] == [r for r in rows if r["kind"] == "eval"][-1]
-  table1 = runner.load_results(str(root), "table1_squad_to_mrqa")[0]["metrics"]
-  assert {"pt_mini_squad_taskless/f1", "pt_mini_squad_ood_taskless/f1"} <= set(table1)
+  # Tables 1-2: in domain and zero-shot evaluated together; checkpoints chosen in domain.
+  table1 = runner.load_results(str(root), "table1_squad_to_mrqa")[0]
+  assert {"pt_mini_squad_taskless/f1", "pt_mini_squad_ood_taskless/f1"} <= set(table1["metrics"])
   table2 = runner.load_results(str(root), "table2_qqp_mrpc")[0]
-  config = open(os.path.join(root, "table2_qqp_mrpc", *table2["cell"].split("/"),
-                             "config.gin")).read()
-  assert "pt_mini_mrpc_from_qqp_taskless" in config
+  assert {"pt_mini_qqp_taskless/accuracy",
+          "pt_mini_mrpc_from_qqp_taskless/accuracy"} <= set(table2["metrics"])
+  for result, best in ((table1, "pt_mini_squad_taskless/f1"),
+                       (table2, "pt_mini_qqp_taskless/accuracy")):
+    folder = os.path.join(root, result["grid"], *result["cell"].split("/"))
+    assert f"BEST_METRIC = '{best}'" in open(os.path.join(folder, "config.gin")).read()
+    assert json.load(open(os.path.join(folder, "best", "best.json")))["metric"] == best
   ensemble = runner.load_results(str(root), "table3_ensemble")[0]["metrics"]
   assert len(ensemble["members"]) == 2
   assert ensemble["average"]["accuracy"] == pytest.approx(
@@ -190,6 +195,20 @@ def test_figure_table_is_mean_over_tasks_then_mean_std_over_seeds():
   text, rows = tables.grid_table("fig1_scale", results)
   assert f"| small | 65.0 ± {np.std([70, 60], ddof=1):.1f} |" in text
   assert rows[0]["score_mean"] == 65.0 and rows[0]["seeds"] == 2
+
+
+def test_table2_splits_zero_shot_from_in_domain():
+  results = [
+      _result({"transfer": "qqp_to_mrpc", "method": "prompt_tuning"}, seed,
+              {"pt_mini_qqp_taskless/accuracy": qqp, "pt_mini_qqp_taskless/f1": 1.0,
+               "pt_mini_mrpc_from_qqp_taskless/accuracy": mrpc,
+               "pt_mini_mrpc_from_qqp_taskless/f1": 70.0, "average_score": 5.0})
+      for seed, qqp, mrpc in ((0, 90.0, 60.0), (1, 80.0, 70.0))]
+  text, rows = tables.grid_table("table2_qqp_mrpc", results)
+  std = f"{np.std([60, 70], ddof=1):.1f}"
+  assert (f"| qqp_to_mrpc | prompt_tuning | 65.0 ± {std} | 70.0 ± 0.0 | 76.3 ± 0.1 | "
+          f"84.3 ± 0.3 | 85.0 ± {std} |") in text
+  assert rows[0]["in_domain_accuracy_mean"] == 85.0 and rows[0]["seeds"] == 2
 
 
 def test_table3_puts_the_papers_row_beside_each_task():

@@ -197,7 +197,7 @@ def test_figure_table_is_mean_over_tasks_then_mean_std_over_seeds():
   assert rows[0]["score_mean"] == 65.0 and rows[0]["seeds"] == 2
 
 
-def test_table2_splits_zero_shot_from_in_domain():
+def test_tables_1_and_2_split_zero_shot_from_in_domain():
   results = [
       _result({"transfer": "qqp_to_mrpc", "method": "prompt_tuning"}, seed,
               {"pt_mini_qqp_taskless/accuracy": qqp, "pt_mini_qqp_taskless/f1": 1.0,
@@ -209,6 +209,15 @@ def test_table2_splits_zero_shot_from_in_domain():
   assert (f"| qqp_to_mrpc | prompt_tuning | 65.0 ± {std} | 70.0 ± 0.0 | 76.3 ± 0.1 | "
           f"84.3 ± 0.3 | 85.0 ± {std} |") in text
   assert rows[0]["in_domain_accuracy_mean"] == 85.0 and rows[0]["seeds"] == 2
+  # Table 1: in domain first; beside the out-of-domain set, the mean of the paper's six
+  # out-of-domain sets (a mean over sets: no ± of runs).
+  text, rows = tables.grid_table("table1_squad_to_mrqa", [_result(
+      {"method": "model_tuning"}, 0,
+      {"pt_mini_squad_ood_taskless/f1": 2.0, "pt_mini_squad_taskless/f1": 50.0})])
+  assert text.index("| pt_mini_squad_taskless | 50.0 | - | 94.9 ± 0.2 | 94.8 ± 0.1 |") < \
+      text.index("| pt_mini_squad_ood_taskless | 2.0 | - | 69.7 | 71.7 |")
+  assert [r["paper"] for r in rows if r["eval_set"].endswith("ood_taskless")] == \
+      pytest.approx([418.2 / 6, 430.2 / 6])
 
 
 def test_table3_puts_the_papers_row_beside_each_task():

@@ -54,9 +54,9 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
-def _cells(args, grid, select=True):
-  cells = grids.expand(grid, args.family, args.root, args.sizes, args.tasks, args.seeds,
-                       args.ensemble_size, args.adaptation_steps)
+def _cells(args, grid, select=True, seeds=None):
+  cells = grids.expand(grid, args.family, args.root, args.sizes, args.tasks,
+                       seeds or args.seeds, args.ensemble_size, args.adaptation_steps)
   if args.cells and select:
     cells = [c for c in cells if re.search(args.cells, c.name)]
   bindings = []
@@ -98,7 +98,10 @@ def main(argv=None) -> int:
     if args.command == "run":
       # Finished runs of every grid (these options), for the points grids share; made
       # anew per grid, as the grids run before it (`run all`) may have finished some.
-      finished = runner.finished_runs(c for g in grids.GRIDS for c in _cells(args, g, False))
+      # Seeds from 0 up: Figure 1's seed 1 is a member of Table 3's seed-0 ensemble.
+      seeds = range(max(args.seeds) + 1)
+      finished = runner.finished_runs(
+          c for g in grids.GRIDS for c in _cells(args, g, False, seeds))
     if args.command == "list" or (args.command == "run" and args.dry_run):
       # list: the whole grid; run --dry_run: what is left to run.
       plan = runner.unfinished(cells) if args.command == "run" else [

@@ -163,6 +163,11 @@ def test_a_run_shared_by_grids_runs_once(tiny_grids):
                                                                            ".gin", ".txt")]
   assert arrays and all(os.path.samefile(p, member / p.relative_to(fig1)) for p in arrays)
   assert not os.path.samefile(fig1 / "metrics.jsonl", member / "metrics.jsonl")
+  # Figure 1's seed 1 is the second member of Table 3's seed-0 ensemble: found, though
+  # Table 3 for seed 1 alone would be other prompts (seeds 2 and 3 here).
+  plan = run_cli("run", "fig1_scale", f"--root={root}", "--cells=method=prompt_tuning",
+                 "--dry_run", *TINY, "--seeds=1")
+  assert f"# reuses {member.parent / 'prompt_1'}\n" in plan
 
 
 def test_tables_of_the_tiny_cells_hold_their_metrics(tiny_grids):

@@ -180,7 +180,8 @@ def fig1_scale(family, root, sizes, tasks, seeds):
   for size in sizes:
     for task in tasks:
       for method in ("model_tuning", "prompt_tuning", "prompt_design"):
-        for seed in (seeds[:1] if method == "prompt_design" else seeds):
+        # Prompt design trains nothing and draws its shots without a seed: one point, seed 0.
+        for seed in ((0,) if method == "prompt_design" else seeds):
           yield _cell("fig1_scale", root, [("size", size), ("task", task), ("method", method)],
                       seed, lambda d: [tuning_run(family, d, size, task, seed, method=method)],
                       _needs(family, size, family.lm_adapted(size)))

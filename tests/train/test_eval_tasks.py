@@ -124,8 +124,12 @@ def test_eval_on_a_mixture_scores_each_task_and_the_average(t5_tasks, tmp_path, 
                         "step_0.metrics.json"))
   rows = [json.loads(l) for l in open(model_dir / "eval" / "pt_glue_mrpc_from_qqp_v002_taskless"
                                       / "step_0.jsonl")]
-  # QQP's label words, scored as MRPC's: rank classification picks among MRPC's labels here.
-  assert {r["prediction"] for r in rows} <= {"not_equivalent", "equivalent"}
+  # Rank classification picks among QQP's label words (what a QQP prompt says), scored as
+  # MRPC's: `duplicate` reads `equivalent`.
+  assert {r["prediction"] for r in rows} <= {"not_duplicate", "duplicate"}
+  read = [r["prediction"].replace("duplicate", "equivalent") == r["target"] for r in rows]
+  assert mrpc["accuracy"] == pytest.approx(100 * np.mean(read))
+  assert mrpc["illegal_predictions"] == 0
   want = ((qqp["f1"] + qqp["accuracy"]) / 2 + (mrpc["f1"] + mrpc["accuracy"]) / 2) / 2
   printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert printed["average_score"] == pytest.approx(want)

@@ -29,12 +29,15 @@ grid run fig1_scale --sizes=small,base,large --tasks=$tasks
 for g in $large_grids; do
   grid run $g --sizes=large --tasks=$tasks
 done
-# Figure 1's largest size over seeds 0-2 too (its prompt tuning seeds 1-2: Table 3's members).
+# Figure 1's largest size and Figure 3b over seeds 0-2 too (prompt tuning with class-label
+# init, seeds 1-2: Table 3's members, reused).
 grid run fig1_scale --sizes=large --tasks=$tasks --seeds=0,1,2
+grid run fig3b_init --sizes=large --tasks=$tasks --seeds=0,1,2
 grid table fig1_scale --sizes=small,base,large --tasks=$tasks --seeds=0,1,2 --out=docs/results
 for g in $large_grids; do
   grid table $g --sizes=large --tasks=$tasks --out=docs/results
 done
+grid table fig3b_init --sizes=large --tasks=$tasks --seeds=0,1,2 --out=docs/results
 # Section 7: nearest vocabulary neighbours of class-label- and random-initialised prompts.
 cells="$root/fig3b_init/size=large/task=pt_mini_cb_taskless"
 .venv/bin/python -m ptjax.main --gin_file=models/t5_1_1_mini_large.gin \

@@ -9,7 +9,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["ptjax", "ptjax.*"]),
-    package_data={"ptjax": ["assets/mini_world/*", "assets/paper/*", "assets/mini_t5_1_1_large/*",
+    package_data={"ptjax": ["gin/*.gin", "gin/*/*.gin", "assets/mini_world/*", "assets/paper/*", "assets/mini_t5_1_1_large/*",
                              "assets/mini_t5_1_1_large/*/*",
                              "assets/mini_t5_1_1_large/*/.zarray"]},
     python_requires=">=3.10",
@@ -29,6 +29,7 @@ setuptools.setup(
         "msgpack>=1.0,<2",
         "tensorboard>=2.15,<3",
         "sentencepiece>=0.1.99,<1",
+        "tqdm>=4.60,<5",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "scikit-learn>=1.3,<2", "matplotlib>=3.7,<4"],

@@ -40,15 +40,29 @@ def resolve_config(spec: Optional[str]) -> Optional[T5Config]:
                    f"existing .json file of T5Config fields.")
 
 
+REQUEST_FILE = "ptjax_convert.json"
+
+
+def _earlier_request(output: str) -> Optional[dict]:
+  path = os.path.join(output, REQUEST_FILE)
+  if storage.is_gcs(output) or not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def convert(input_path: str, output: str, fmt: str, config: Optional[str] = None,
             dtype: Optional[str] = None, overwrite: bool = False) -> dict:
   """Reads any supported checkpoint and writes it in `fmt` ('t5x' or 'hf'); returns a summary."""
   if fmt not in ("t5x", "hf"):
     raise ValueError(f"--format {fmt!r}: use 't5x' or 'hf'.")
+  request = {"input": input_path, "format": fmt, "config": config, "dtype": dtype}
   if (not overwrite and storage.exists(output)
-      and (storage.is_gcs(output) or not os.path.isdir(output) or os.listdir(output))):
-    raise ValueError(f"--output {output} already exists and is not empty; choose a new "
-                     f"folder or pass --overwrite.")
+      and (storage.is_gcs(output) or not os.path.isdir(output) or os.listdir(output))
+      and _earlier_request(output) != request):
+    raise ValueError(f"--output {output} already exists and is not empty (and is not this "
+                     f"same conversion, run before); choose a new folder or pass "
+                     f"--overwrite.")
   start = time.perf_counter()
   model_config, params = checkpoints.load_checkpoint(input_path, resolve_config(config))
   loaded = time.perf_counter()
@@ -58,8 +72,13 @@ def convert(input_path: str, output: str, fmt: str, config: Optional[str] = None
                        "preset name or a JSON file of T5Config fields): T5X checkpoints carry "
                        "no architecture.")
     checkpoints.save_hf(params, model_config, output, dtype)
-  else:
-    checkpoints.save_t5x(params, output, dtype=dtype)
+  else:  # The step goes along: T5X's TRAIN_STEPS count from it.
+    checkpoints.save_t5x(params, output, dtype=dtype,
+                         step=checkpoints.checkpoint_step(input_path))
+  if not storage.is_gcs(output):
+    # Running the same command again replaces this output; any other command is refused.
+    with open(os.path.join(output, REQUEST_FILE), "w") as f:
+      json.dump(request, f)
   return {"input": input_path, "input_format": checkpoints.detect_format(input_path),
           "output": output, "format": fmt,
           "parameters": count_params(model_config) if model_config else None,

@@ -9,18 +9,22 @@ pass --coordinator_address, --num_processes and --process_id on every host, or
 --initialize_distributed where JAX detects the cluster (Cloud TPU pod slices).
 """
 
-import logging as std_logging
 import os
 import sys
 from typing import Optional, Sequence
 
 from absl import app, flags, logging
 
-_GIN_FILE = flags.DEFINE_multi_string("gin_file", [], "Gin config files (searched in "
-                                      "--gin_search_paths).")
+from ptjax import console  # Imports only the standard library.
+
+_GIN_FILE = flags.DEFINE_multi_string(
+    "gin_file", [], "Gin files, in any order: a path, or a name of ptjax's "
+    "(runs/prompt_tune.gin, gin/models/t5_1_1_base.gin); see ptjax.train.gin_utils.")
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Individual gin bindings.")
-_GIN_SEARCH_PATHS = flags.DEFINE_list("gin_search_paths", [], "Extra folders for gin files "
-                                      "and includes; '.' and the repository's gin/ come first.")
+_GIN_SEARCH_PATHS = flags.DEFINE_list("gin_search_paths", [], "Folders for your own gin "
+                                      "files' names (ptjax's files need none).")
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data folder (local or "
+                                     "gs://), as T5X's flag; default: TFDS_DATA_DIR or TFDS's.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0, "
                                    "for multi-host runs (jax.distributed.initialize).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-host run.")
@@ -35,9 +39,6 @@ _INITIALIZE_DISTRIBUTED = flags.DEFINE_bool(
     "the same command (python -m ptjax.experiments launch writes such scripts).")
 _NUM_CPU_DEVICES = flags.DEFINE_integer("num_cpu_devices", None, "Simulated CPU devices (tests "
                                         "and laptops); with multi-host CPU runs, uses gloo.")
-
-REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
-
 
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
   """`--gin.NAME=VALUE` -> `--gin_bindings=NAME = VALUE` (T5X's convention)."""
@@ -66,37 +67,31 @@ def _init_jax():
 def _parse_gin():
   import importlib
 
-  import gin
+  from ptjax.train import gin_utils
   for module in _TASK_MODULES.value:
     importlib.import_module(module)
-  for path in [".", REPO_GIN_DIR, *_GIN_SEARCH_PATHS.value]:
-    gin.add_config_file_search_path(path)
-  # gin logs (through the root logger) an ERROR for every search path an include is not
-  # in, even when a later one has it; a file found nowhere still fails the parse by name.
-  def quiet(record):
-    return record.msg != "Path not found: %s"
-  root = std_logging.getLogger()
-  root.addFilter(quiet)
-  try:
-    gin.parse_config_files_and_bindings(_GIN_FILE.value, _GIN_BINDINGS.value,
-                                        finalize_config=True)
-  finally:
-    root.removeFilter(quiet)
+  gin_utils.parse(_GIN_FILE.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value)
 
 
 def _model_dir() -> Optional[str]:
   import gin
   try:
-    return gin.query_parameter("%MODEL_DIR")
+    value = gin.query_parameter("%MODEL_DIR")
   except ValueError:
     return None
+  return value if isinstance(value, str) else None  # Unset: utils.required().
 
 
 def main(argv: Sequence[str]):
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax/seqio INFO chatter hides the progress.
+    console.install_log_filter()  # An explicit --verbosity shows everything.
   _init_jax()
+  console.hide_tf_gpus()  # tf.data must not take the GPU memory JAX needs (as T5X).
+  if _TFDS_DATA_DIR.value:
+    import seqio
+    seqio.set_tfds_data_dir_override(_TFDS_DATA_DIR.value)
   import gin
   import jax
   from ptjax.checkpoints import CheckpointError
@@ -105,7 +100,8 @@ def main(argv: Sequence[str]):
     _parse_gin()
   except Exception as e:  # Any gin parse failure is a config problem: report it in a line.
     message = " ".join(str(e).split())
-    print(f"error: gin config: {type(e).__name__}: {message}", file=sys.stderr, flush=True)
+    kind = "" if type(e).__name__ == "GinConfigError" else f"{type(e).__name__}: "
+    print(f"error: gin config: {kind}{message}", file=sys.stderr, flush=True)
     sys.exit(2)
   try:
     model_dir = _model_dir()
@@ -127,6 +123,7 @@ def main(argv: Sequence[str]):
 
 
 def run():
+  console.quiet_startup()  # Before TensorFlow or JAX is imported.
   app.run(main, argv=rewrite_gin_args(sys.argv))
 
 

@@ -10,17 +10,16 @@ import sys
 
 
 def curve(out_dir: str) -> list[tuple]:
-  rows, offset = [], 0
+  """Steps are absolute already (T5X's convention: LM adaptation continues from span
+  corruption's last step)."""
+  rows = []
   for phase in ("span_corruption", "lm_adaptation"):
     path = os.path.join(out_dir, phase, "metrics.jsonl")
     records = [json.loads(line) for line in open(path)]
     evals = {r["step"]: r["loss"] for r in records if r["kind"] == "eval"}
-    last = 0
     for r in records:
       if r["kind"] == "train":
-        rows.append((offset + r["step"], phase, r["loss"], evals.get(r["step"])))
-        last = max(last, r["step"])
-    offset += last
+        rows.append((r["step"], phase, r["loss"], evals.get(r["step"])))
   return rows
 
 

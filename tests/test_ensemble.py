@@ -10,7 +10,7 @@ from ptjax import assets, ensemble
 from ptjax.data import mini_tasks  # noqa: F401 (registers the mini tasks)
 from ptjax.model import config as presets
 from ptjax.prompts import multi
-from ptjax.train import evaluation
+from ptjax.train import evaluation, utils
 
 LENGTHS = {"inputs": 160, "targets": 4}
 
@@ -32,11 +32,12 @@ def test_ensemble_members_equal_separate_evaluations_and_vote(tmp_path, TASK):
                           task_feature_lengths=LENGTHS, batch_size=4, max_eval_examples=12)
   predictions = []
   for k, path in enumerate(files):
-    alone = evaluation.evaluate(model_dir=str(tmp_path / f"alone{k}"),
-                                mixture_or_task_name=TASK, task_feature_lengths=LENGTHS,
-                                batch_size=4, model_config=config,
-                                initial_checkpoint_path=assets.MINI_T5_CHECKPOINT,
-                                prompt_length=4, prompt_file=path, max_eval_examples=12)
+    alone = evaluation.evaluate(
+        model_dir=str(tmp_path / f"alone{k}"), model_config=config,
+        dataset_cfg=utils.DatasetConfig(TASK, LENGTHS, "validation", 4, shuffle=False),
+        restore_checkpoint_cfg=utils.RestoreCheckpointConfig(assets.MINI_T5_CHECKPOINT),
+        prompt=utils.PromptConfig(length=4, file=path),
+        evaluator=evaluation.EvalConfig(max_examples=12))
     for metric in ("accuracy", "macro_f1"):
       assert out["members"][k][metric] == pytest.approx(alone[metric])
     rows = [json.loads(l) for l in open(tmp_path / f"alone{k}" / "eval" / TASK / "step_0.jsonl")]

@@ -7,7 +7,7 @@ from flax import traverse_util
 
 from ptjax.checkpoints import storage
 from ptjax.checkpoints.hf import config_from_hf, config_to_hf, is_hf_folder, read_hf, save_hf
-from ptjax.checkpoints.t5x import CHECKPOINT_FILE, read_t5x, save_t5x
+from ptjax.checkpoints.t5x import CHECKPOINT_FILE, read_t5x, read_t5x_step, save_t5x
 from ptjax.checkpoints.validate import CheckpointError, check_names, check_params, flat
 from ptjax.model import T5Config
 
@@ -67,7 +67,16 @@ def load_checkpoint(path: str, config: Optional[T5Config] = None,
   return config, params
 
 
+def checkpoint_step(path: Optional[str]) -> int:
+  """The step the frozen model was trained to: a T5X checkpoint's own step; 0 for Hugging
+  Face folders (they record none) and for no checkpoint (a random model)."""
+  if path is None:
+    return 0
+  return read_t5x_step(path) if detect_format(path) == "t5x" else 0
+
+
 __all__ = [
+    "checkpoint_step", "read_t5x_step",
     "CheckpointError", "check_params", "config_from_hf", "config_to_hf", "detect_format",
     "is_hf_folder", "load_checkpoint", "read_hf", "read_t5x", "save_hf", "save_t5x",
 ]

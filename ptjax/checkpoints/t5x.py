@@ -93,6 +93,34 @@ def _read_target(stream, source: str) -> dict:
   return _unchunk(target)
 
 
+def read_t5x_step(path: str) -> int:
+  """The training step a T5X checkpoint was written at (`optimizer/state/step`; 0 when
+  absent). T5X's TRAIN_STEPS counts from it: `checkpoint_1100000` + 50,000 steps = 1,150,000.
+  Streams the msgpack map and decodes nothing else."""
+  ckpt_file = checkpoint_file(path)
+  stream = (io.BytesIO(storage.read_bytes(ckpt_file)) if storage.is_gcs(ckpt_file)
+            else open(ckpt_file, "rb"))
+  with stream:
+    unpacker = msgpack.Unpacker(stream, raw=False, ext_hook=_ext_hook, strict_map_key=False,
+                                max_buffer_size=2**31 - 1)
+    try:
+      for _ in range(unpacker.read_map_header()):
+        if unpacker.unpack() != "optimizer":
+          unpacker.skip()
+          continue
+        for _ in range(unpacker.read_map_header()):
+          if unpacker.unpack() != "state":
+            unpacker.skip()
+            continue
+          for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "step":
+              return int(np.asarray(unpacker.unpack()))
+            unpacker.skip()
+    except (msgpack.UnpackException, ValueError, msgpack.OutOfData) as e:
+      raise CheckpointError(f"T5X checkpoint {path}: cannot read its step ({e}).") from None
+  return 0
+
+
 def _is_ts_spec(leaf) -> bool:
   return isinstance(leaf, dict) and "driver" in leaf and "kvstore" in leaf
 

@@ -10,16 +10,26 @@ from typing import Iterator, Mapping, Optional
 import numpy as np
 import seqio
 
+from ptjax.data import vocabularies
+
 
 def get_task(name: str):
+  """The registered task or mixture; one-line ValueError when unknown or when its
+  vocabulary file is missing."""
   try:
-    return seqio.get_mixture_or_task(name)
+    task = seqio.get_mixture_or_task(name)
   except ValueError:
     known = sorted(seqio.TaskRegistry.names())
     raise ValueError(
         f"Unknown task {name!r}: not registered with seqio. Import the module that registers "
         f"it (e.g. --gin.MIXTURE_OR_TASK_MODULE) or define a TSV/JSONL task; "
         f"{len(known)} registered, e.g. {known[:5]}.") from None
+  for t in getattr(task, "tasks", [task]):
+    for feature in t.output_features.values():
+      path = getattr(feature.vocabulary, "sentencepiece_model_file", None)
+      if path:
+        vocabularies.check_path(path)
+  return task
 
 
 def refuse_packing(pack: bool) -> None:
@@ -33,18 +43,25 @@ def batches(task_name: str, feature_lengths: Mapping[str, int], split: str, batc
             *, shuffle: bool = True, seed: int = 0, repeat: bool = True, pack: bool = False,
             skip_batches: int = 0, host_index: int = 0, host_count: int = 1,
             drop_remainder: bool = True, max_examples: Optional[int] = None,
-            ) -> Iterator[dict[str, np.ndarray]]:
+            use_cached: bool = False) -> Iterator[dict[str, np.ndarray]]:
   """Iterator over this host's rows [batch_size // host_count, ...] of each global batch.
 
+  `use_cached`: read seqio's offline cache of the task (T5X's USE_CACHED_TASKS).
   Arguments are checked now, not at the first `next`.
   """
   refuse_packing(pack)
+  if not isinstance(batch_size, int) or batch_size <= 0:
+    raise ValueError(f"BATCH_SIZE={batch_size!r} must be a positive integer.")
   if batch_size % host_count:
     raise ValueError(f"BATCH_SIZE={batch_size} must be divisible by the {host_count} hosts.")
   task = get_task(task_name)
+  uncached = [t.name for t in getattr(task, "tasks", [task]) if t.cache_dir is None]
+  if use_cached and uncached:
+    raise ValueError(f"USE_CACHED_TASKS=True, but {', '.join(uncached)} has no offline cache "
+                     f"(seqio's cache_tasks_main writes one); set USE_CACHED_TASKS=False.")
   # try_in_mem_cache=False: seqio would ask TFDS for split sizes, unknown under mock data.
   ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=shuffle,
-                        num_epochs=None if repeat else 1, seed=seed, use_cached=False,
+                        num_epochs=None if repeat else 1, seed=seed, use_cached=use_cached,
                         try_in_mem_cache=False)
   ds = seqio.EncDecFeatureConverter(pack=False)(ds, dict(feature_lengths))
   if max_examples is not None:

@@ -170,5 +170,7 @@ def register_all(vocabulary: seqio.Vocabulary) -> None:
   register_pretraining("pt_c4", _tfds("c4/en:3.1.0", ["train", "validation"]), vocabulary)
 
 
-register_all(vocabularies.t5_vocabulary(os.environ.get("PTJAX_T5_VOCAB",
-                                                       vocabularies.T5_VOCAB_PATH)))
+# Not checked at import (a wrong $PTJAX_T5_VOCAB must not break `import ptjax`): a task
+# whose vocabulary file is missing fails in pipeline.get_task, naming the switch.
+register_all(seqio.SentencePieceVocabulary(
+    os.environ.get(vocabularies.ENV) or vocabularies.T5_VOCAB_PATH, extra_ids=100))

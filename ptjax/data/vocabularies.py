@@ -1,11 +1,38 @@
-"""Vocabularies: T5's SentencePiece model (+100 extra ids = 32128 rows)."""
+"""Vocabularies: T5's SentencePiece model (+100 extra ids = 32128 rows).
+
+One switch says where T5's vocabulary is: the environment variable PTJAX_T5_VOCAB (a local
+or gs:// path to cc_all.32000's sentencepiece.model). Every registered task and every gin
+model file (VOCABULARY) obey it; `--gin.VOCAB_PATH` overrides it for the gin side only.
+"""
+
+import os
+from typing import Optional
 
 import seqio
 
 T5_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
+ENV = "PTJAX_T5_VOCAB"
 
 
-def t5_vocabulary(path: str = T5_VOCAB_PATH, extra_ids: int = 100) -> seqio.Vocabulary:
+def t5_vocab_path() -> str:
+  """$PTJAX_T5_VOCAB, else T5's public gs:// file. A local path that does not exist is a
+  one-line ValueError naming it and the switch."""
+  path = os.environ.get(ENV) or T5_VOCAB_PATH
+  check_path(path)
+  return path
+
+
+def check_path(path: str) -> None:
+  if "://" not in path and not os.path.isfile(path):
+    raise ValueError(f"T5 vocabulary {path} does not exist: point {ENV} (or --gin.VOCAB_PATH) "
+                     f"at T5's sentencepiece.model (cc_all.32000).")
+
+
+def t5_vocabulary(path: Optional[str] = None, extra_ids: int = 100) -> seqio.Vocabulary:
+  """T5's vocabulary from `path` (None: `t5_vocab_path()`)."""
+  if path is None:
+    path = t5_vocab_path()
+  check_path(path)
   return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
 
 

@@ -21,6 +21,7 @@ class Family:
   model_gin: str  # '{size}' filled in.
   lm_adapted: Callable[[str], str]  # size -> the frozen model of the paper (checkpoint).
   span_corruption: Callable[[str], str]  # size -> the checkpoint before LM adaptation.
+  span_corruption_step: int  # Its step (T5X: absolute steps go on from it).
   make_checkpoint: Callable[[str], str]  # size -> the command that makes those two.
   superglue: tuple[str, ...]  # Tasks of Figure 1 / 3 (taskless variants).
   # Tables 1-2 evaluate mixtures of the training task (in domain; checkpoints are chosen on
@@ -38,7 +39,7 @@ class Family:
 def _t5_task_bindings(task: str) -> tuple[tuple[str, str], ...]:
   out = []
   if "wsc" in task:  # Trained on correct referents only; evaluated on every candidate.
-    out.append(("trainer.train.eval_mixture_or_task_name",
+    out.append(("train_eval/utils.DatasetConfig.mixture_or_task_name",
                 repr(task.replace("simple_train", "simple_eval"))))
   if "record" in task or "squad" in task:
     out.append(("TASK_FEATURE_LENGTHS", "{'inputs': 512, 'targets': 32}"))
@@ -52,6 +53,7 @@ T5 = Family(
                          "checkpoint_1100000",
     span_corruption=lambda s: f"gs://t5-data/pretrained_models/t5x/t5_1_1_{s}/"
                               "checkpoint_1000000",
+    span_corruption_step=1_000_000,
     make_checkpoint=lambda s: "public T5X checkpoints (gs://t5-data); no step needed",
     superglue=tuple(f"pt_super_glue_{t}_v102_taskless" for t in (
         "boolq", "cb", "copa", "multirc", "record", "rte", "wic")) +
@@ -64,7 +66,7 @@ T5 = Family(
          "pt_glue_qqp_from_mrpc_zeroshot_v002_taskless")),
     adaptation=("pt_c4_prefix_lm", {"inputs": 512, "targets": 512}, (0, 10000, 50000, 100000),
                 100000),
-    recipe=(("TRAIN_STEPS", "30000"), ("BATCH_SIZE", "32"), ("EVAL_PERIOD", "1000"),
+    recipe=(("TRAIN_STEPS_RELATIVE", "30000"), ("BATCH_SIZE", "32"), ("EVAL_PERIOD", "1000"),
             ("SAVING_PERIOD", "1000")),
     model_tuning=(("LEARNING_RATE", "0.001"),),
     task_bindings=_t5_task_bindings,
@@ -78,7 +80,7 @@ def _pretrain_root() -> str:
 def _mini_lm_adapted(size: str) -> str:
   if size == "large":
     return assets.MINI_T5_CHECKPOINT  # Shipped: the same recipe, pre-trained once.
-  return os.path.join(_pretrain_root(), f"mini_{size}", "lm_adaptation", "checkpoint_500")
+  return os.path.join(_pretrain_root(), f"mini_{size}", "lm_adaptation", "checkpoint_2000")
 
 
 def _mini_task_bindings(task: str) -> tuple[tuple[str, str], ...]:
@@ -99,6 +101,7 @@ MINI = Family(
     lm_adapted=_mini_lm_adapted,
     span_corruption=lambda s: os.path.join(_pretrain_root(), f"mini_{s}", "span_corruption",
                                            "checkpoint_1500"),
+    span_corruption_step=1500,
     make_checkpoint=lambda s: f"OUT={_pretrain_root()}/mini_{s} ./scripts/pretrain_mini.sh {s}",
     superglue=("pt_mini_boolq_taskless", "pt_mini_cb_taskless", "pt_mini_rte_taskless"),
     squad=("pt_mini_squad_taskless", "pt_mini_squad_to_ood_taskless"),
@@ -107,9 +110,9 @@ MINI = Family(
         ("mrpc_to_qqp", "pt_mini_mrpc_taskless", "pt_mini_qqp_from_mrpc_zeroshot_taskless")),
     adaptation=("pt_mini_corpus_prefix_lm", {"inputs": 96, "targets": 64}, (0, 100, 300, 500),
                 500),
-    recipe=(("TRAIN_STEPS", "300"), ("BATCH_SIZE", "32"), ("EVAL_PERIOD", "100"),
+    recipe=(("TRAIN_STEPS_RELATIVE", "300"), ("BATCH_SIZE", "32"), ("EVAL_PERIOD", "100"),
             ("SAVING_PERIOD", "300"), ("DROPOUT_RATE", "0.0"), ("MAX_EVAL_EXAMPLES", "240")),
-    model_tuning=(("LEARNING_RATE", "0.001"), ("TRAIN_STEPS", "150")),
+    model_tuning=(("LEARNING_RATE", "0.001"), ("TRAIN_STEPS_RELATIVE", "150")),
     task_bindings=_mini_task_bindings,
     table_size="large", prompt_length=20)
 

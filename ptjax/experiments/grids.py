@@ -118,10 +118,10 @@ def tuning_run(family: Family, model_dir: str, size: str, task: str, seed: int, 
     bindings = [b for b in bindings if b[0] != "TASK_FEATURE_LENGTHS"]
     bindings += [("TASK_FEATURE_LENGTHS", repr(lengths)), ("NUM_SHOTS", str(DESIGN_SHOTS))]
     return Run(model_dir, tuple(files), tuple(bindings), "metrics.jsonl")
-  bindings += family.recipe + (("SEED", str(seed)),
+  bindings += family.recipe + (("RANDOM_SEED", str(seed)),
                                ("BEST_METRIC", repr(_best_metric(task, eval_task))))
   if eval_task:
-    bindings.append(("trainer.train.eval_mixture_or_task_name", repr(eval_task)))
+    bindings.append(("train_eval/utils.DatasetConfig.mixture_or_task_name", repr(eval_task)))
   if method == "model_tuning":
     files.append("runs/model_tune.gin")
     bindings = list(dict(list(bindings) + list(family.model_tuning)).items())
@@ -143,13 +143,19 @@ def adaptation_run(family: Family, model_dir: str, size: str, steps: int) -> Run
   task, lengths, _, _ = family.adaptation
   bindings = [("MIXTURE_OR_TASK_NAME", repr(task)), ("TASK_FEATURE_LENGTHS", repr(lengths)),
               ("INITIAL_CHECKPOINT_PATH", repr(family.span_corruption(size))),
-              ("TRAIN_STEPS", str(steps)), ("SAVING_PERIOD", str(steps)),
+              ("TRAIN_STEPS_RELATIVE", str(steps)), ("SAVING_PERIOD", str(steps)),
               ("EVAL_PERIOD", str(steps))]
   if family.name == "t5":  # T5's pre-training rate and batch, not the mini recipe's.
     bindings += [("LEARNING_RATE", "0.001"), ("BATCH_SIZE", "128")]
+  # T5X names checkpoints by absolute step: the span-corruption step plus `steps`.
   return Run(model_dir, (family.model_gin.format(size=size), "runs/pretrain.gin"),
-             tuple(bindings), f"checkpoint_{steps}/checkpoint",
-             fixed=("TRAIN_STEPS", "SAVING_PERIOD", "EVAL_PERIOD"))
+             tuple(bindings), f"{adapted_checkpoint(family, steps)}/checkpoint",
+             fixed=("TRAIN_STEPS_RELATIVE", "SAVING_PERIOD", "EVAL_PERIOD"))
+
+
+def adapted_checkpoint(family: Family, steps: int) -> str:
+  """The folder name of Figure 3d's adaptation output after `steps` LM adaptation steps."""
+  return f"checkpoint_{family.span_corruption_step + steps}"
 
 
 def ensemble_run(family: Family, model_dir: str, size: str, task: str,
@@ -247,7 +253,7 @@ def fig3d_lm_adaptation_steps(family, root, sizes, tasks, seeds, adaptation_step
         adapt = adaptation_run(family, os.path.join(
             root, "fig3d_lm_adaptation_steps", "adaptation", f"size={size}", f"steps={steps}"),
             size, steps)
-        ckpt = os.path.join(adapt.model_dir, f"checkpoint_{steps}")
+        ckpt = os.path.join(adapt.model_dir, adapted_checkpoint(family, steps))
       needs = _needs(family, size, family.span_corruption(size) if adapt else ckpt)
       for task in tasks:
         for seed in seeds:

@@ -107,4 +107,5 @@ def from_file(path: str) -> Initializer:
       raise ValueError(f"PROMPT_FILE {path} has shape {value.shape} but the model needs "
                        f"[PROMPT_LENGTH, emb_dim] = {tuple(shape)}.")
     return from_array(value)(rng, shape, embedding)
+  init.path = path  # Lets the trainer see that PROMPT_INIT and PROMPT_FILE agree.
   return init

@@ -1,4 +1,5 @@
-"""Evaluation during training, and the `evaluate` / `infer` entry points.
+"""Evaluation during training, and the `evaluate` entry point (eval.gin; infer.gin is it
+with `output_subdir = 'infer'`).
 
 One pass over a split of a task (or of every task of a mixture): the summed loss (jitted
 eval step) and predictions, either by greedy decoding or by rank classification over the
@@ -22,7 +23,7 @@ from jax.experimental import multihost_utils
 from ptjax import prompts
 from ptjax.data import catalog, metrics as metrics_lib, pipeline
 from ptjax.model import T5Config, inference
-from ptjax.train import optim, partitioning, runs
+from ptjax.train import optim, partitioning, runs, utils
 from ptjax.train.state import TrainState
 from ptjax.train.step import LossConfig, build_steps
 
@@ -37,6 +38,28 @@ class PromptDesign:
   separator: str = "\n"
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """How predictions are made and scored (T5X's seqio.Evaluator settings, grouped).
+
+  Attributes:
+    max_examples: evaluate the first N examples of each task's split (MAX_EVAL_EXAMPLES;
+      T5X's EVALUATOR_NUM_EXAMPLES); None = all.
+    rank_classification: score every label word of the task and predict the best
+      (RANK_CLASSIFICATION); False = greedy decoding.
+    decode: make predictions at all (False: loss only, e.g. pre-training).
+  """
+  max_examples: Optional[int] = None
+  rank_classification: bool = False
+  decode: bool = True
+
+  def __post_init__(self):
+    if self.max_examples is not None and (not isinstance(self.max_examples, int)
+                                          or self.max_examples <= 0):
+      raise ValueError(f"MAX_EVAL_EXAMPLES={self.max_examples!r} must be a positive integer "
+                       f"or None.")
+
+
 def as_text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -44,10 +67,14 @@ def as_text(value) -> str:
 class Evaluator:
   """Evaluates a (prompted) model on `split` of a task or of each task in a mixture."""
 
-  def __init__(self, run, steps, task_name: str, feature_lengths: Mapping[str, int],
-               batch_size: int, split: str, max_examples: Optional[int] = None,
-               decode: bool = True, rank_classification: bool = False,
+  def __init__(self, run, steps, dataset_cfg: utils.DatasetConfig,
+               config: EvalConfig = EvalConfig(),
                prompt_design: Optional[PromptDesign] = None):
+    task_name, feature_lengths = dataset_cfg.mixture_or_task_name, dataset_cfg.task_feature_lengths
+    batch_size, split, max_examples = dataset_cfg.batch_size, dataset_cfg.split, config.max_examples
+    decode, rank_classification = config.decode, config.rank_classification
+    if not isinstance(batch_size, int) or batch_size <= 0:
+      raise ValueError(f"BATCH_SIZE={batch_size!r} must be a positive integer.")
     self.setup, self.steps = run, steps
     self.lengths, self.batch_size, self.split = dict(feature_lengths), batch_size, split
     self.decode, self.rank = decode, rank_classification
@@ -209,13 +236,13 @@ def _with_demonstrations(task, examples: list, design: PromptDesign,
   return out
 
 
-def _frozen_run(model_config, initial_checkpoint_path, prompt_length, prompt_file, model_dir,
-                num_partitions, mesh_shape):
-  mesh = partitioning.make_mesh(num_partitions, mesh_shape)
-  prompt_init = prompts.from_file(prompt_file or model_dir) if prompt_length else None
-  trainable = optim.PROMPT_ONLY if prompt_length else optim.EVERYTHING
-  run = runs.setup_run(model_config, initial_checkpoint_path, prompt_length, prompt_init,
-                          trainable, mesh)
+def _frozen_run(model_config, restore: utils.RestoreCheckpointConfig,
+                prompt: Optional[utils.PromptConfig], model_dir, partitioner):
+  mesh = partitioner.mesh()
+  prompt_init = prompts.from_file(prompt.file or model_dir) if prompt else None
+  trainable = optim.PROMPT_ONLY if prompt else optim.EVERYTHING
+  run = runs.setup_run(model_config, restore.path, prompt.length if prompt else 0,
+                       prompt_init, trainable, mesh, dtype=restore.dtype)
   scalar = partitioning.replicated(mesh)
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=run.trainable, opt_state=None,
                      rng=jax.random.PRNGKey(0))
@@ -226,30 +253,33 @@ def _frozen_run(model_config, initial_checkpoint_path, prompt_length, prompt_fil
   return run, state, steps
 
 
-def evaluate(*, model_dir: str, mixture_or_task_name: str,
-             task_feature_lengths: Mapping[str, int], batch_size: int, model_config: T5Config,
-             initial_checkpoint_path: Optional[str], prompt_length: int = 100,
-             prompt_file: Optional[str] = None, num_partitions: int = 1,
-             mesh_shape: Optional[Sequence[int]] = None, eval_split: str = "validation",
-             max_eval_examples: Optional[int] = None, decode: bool = True,
-             rank_classification: bool = False, prompt_design: Optional[PromptDesign] = None,
+def evaluate(*, model_dir: str, model_config: T5Config, dataset_cfg: utils.DatasetConfig,
+             restore_checkpoint_cfg: utils.RestoreCheckpointConfig,
+             partitioner: partitioning.PjitPartitioner = partitioning.PjitPartitioner(),
+             prompt: Optional[utils.PromptConfig] = utils.PromptConfig(),
+             evaluator: EvalConfig = EvalConfig(),
+             prompt_design: Optional[PromptDesign] = None,
              output_subdir: str = "eval") -> dict[str, float]:
-  """Evaluates a frozen model + prompt (PROMPT_FILE: .npy, PEFT adapter or a ptjax run;
-  default: the newest checkpoint in MODEL_DIR), or with PROMPT_LENGTH=0 the bare model
-  (prompt design), on a task or mixture split; writes predictions and metrics."""
-  run, state, steps = _frozen_run(model_config, initial_checkpoint_path, prompt_length,
-                                  prompt_file, model_dir, num_partitions, mesh_shape)
-  evaluator = Evaluator(run, steps, mixture_or_task_name, task_feature_lengths, batch_size,
-                        eval_split, max_eval_examples, decode, rank_classification,
-                        prompt_design)
-  results = evaluator.run_pass(state, 0, os.path.join(model_dir, output_subdir))
+  """Evaluates a frozen model + prompt on `dataset_cfg`'s split (T5X's `eval.evaluate`).
+
+  The prompt is `prompt.file` (PROMPT_FILE: .npy, PEFT adapter or a ptjax run; None: the
+  newest checkpoint in MODEL_DIR); `prompt=None` evaluates the bare model (prompt design:
+  `prompt_design` puts an instruction and K solved examples before each input). The frozen
+  model is `restore_checkpoint_cfg.path` (INITIAL_CHECKPOINT_PATH). Writes predictions and
+  metrics under MODEL_DIR/<output_subdir>/<task>/ and returns the metrics.
+  """
+  prompt = utils.prompt_or_none(prompt)
+  if prompt is not None and prompt.init is not None:
+    raise ValueError("A prompt initialiser (PROMPT_INIT, gin/prompts/*.gin) is set, but "
+                     "evaluation reads a trained prompt (PROMPT_FILE or MODEL_DIR): drop the "
+                     "prompts/ gin file.")
+  pipeline.get_task(dataset_cfg.mixture_or_task_name)  # Fails before any weights load.
+  run, state, steps = _frozen_run(model_config, restore_checkpoint_cfg, prompt, model_dir,
+                                  partitioner)
+  evaluator_ = Evaluator(run, steps, dataset_cfg, evaluator, prompt_design)
+  results = evaluator_.run_pass(state, 0, os.path.join(model_dir, output_subdir))
   runs.MetricLog(model_dir).scalars(output_subdir, 0, results)  # As during training.
   if jax.process_index() == 0:
-    print(json.dumps({"task": mixture_or_task_name, "split": eval_split, **results}),
-          flush=True)
+    print(json.dumps({"task": dataset_cfg.mixture_or_task_name, "split": dataset_cfg.split,
+                      **results}), flush=True)
   return results
-
-
-def infer(**kwargs) -> dict[str, float]:
-  """Predictions for a split, written to MODEL_DIR/infer/<task>/step_0.jsonl."""
-  return evaluate(output_subdir="infer", **kwargs)

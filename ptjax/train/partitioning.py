@@ -4,6 +4,7 @@ Logical names on parameters and activations are mapped to the mesh axes `data` a
 `model` by `LOGICAL_AXIS_RULES`; a name mapped to None is replicated.
 """
 
+import dataclasses
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -42,6 +43,36 @@ def make_mesh(num_partitions: int = 1, mesh_shape: Optional[Sequence[int]] = Non
     raise ValueError(f"MESH_SHAPE={tuple(mesh_shape)} needs {int(np.prod(mesh_shape))} "
                      f"devices, found {len(devices)}.")
   return Mesh(np.asarray(devices, dtype=object).reshape(mesh_shape), ("data", "model"))
+
+
+@dataclasses.dataclass(frozen=True)
+class PjitPartitioner:
+  """How the devices are laid out (T5X's `partitioning.PjitPartitioner`).
+
+  Attributes:
+    num_partitions: model-parallel shards (NUM_PARTITIONS); the other devices are data
+      parallel. T5X's meaning.
+    model_parallel_submesh: T5X's TPU-topology form of the same thing, e.g. (2, 2, 1, 2);
+      ptjax takes its product as `num_partitions` (its devices are laid out by
+      `jax.devices()` order, not by the submesh's torus shape). Give one or the other.
+    mesh_shape: ptjax's explicit (data, model) shape (MESH_SHAPE), overrides both.
+  """
+  num_partitions: int = 1
+  model_parallel_submesh: Optional[Sequence[int]] = None
+  mesh_shape: Optional[Sequence[int]] = None
+
+  def __post_init__(self):
+    if not isinstance(self.num_partitions, int) or self.num_partitions <= 0:
+      raise ValueError(f"NUM_PARTITIONS={self.num_partitions!r} must be a positive integer.")
+    if self.model_parallel_submesh is not None and self.num_partitions != 1:
+      raise ValueError("partitioning.PjitPartitioner: give num_partitions "
+                       "(NUM_PARTITIONS) or model_parallel_submesh, not both.")
+
+  def mesh(self, devices: Optional[Sequence[Any]] = None) -> Mesh:
+    parts = self.num_partitions
+    if self.model_parallel_submesh is not None:
+      parts = int(np.prod(self.model_parallel_submesh))
+    return make_mesh(parts, self.mesh_shape, devices)
 
 
 def logical_sharding(mesh: Mesh, logical_specs: Any) -> Any:

@@ -39,15 +39,16 @@ def _global(tree: Any, shardings: Any) -> Any:
 
 def setup_run(model_config: T5Config, initial_checkpoint_path: Optional[str],
               prompt_length: int, prompt_init: Optional[Callable], trainable: Sequence[str],
-              mesh: jax.sharding.Mesh, seed: int = 0) -> Run:
-  """Loads the frozen checkpoint (None: a seeded random model, for smoke runs only), then
-  `build_run`."""
+              mesh: jax.sharding.Mesh, seed: int = 0, dtype: str = "float32") -> Run:
+  """Loads the frozen checkpoint (None: a seeded random model, for smoke runs only) with
+  its weights in `dtype` ('float32' or 'bfloat16', T5X's RestoreCheckpointConfig.dtype),
+  then `build_run`."""
   if initial_checkpoint_path is None:
     print("INITIAL_CHECKPOINT_PATH is None: the frozen model is randomly initialised.",
           flush=True)
     params = jax.tree.map(np.asarray, init_params(model_config, jax.random.PRNGKey(seed)))
   else:
-    _, params = load_checkpoint(initial_checkpoint_path, model_config, dtype="float32")
+    _, params = load_checkpoint(initial_checkpoint_path, model_config, dtype=dtype)
   return build_run(model_config, params, prompt_length, prompt_init, trainable, mesh, seed)
 
 
@@ -74,9 +75,10 @@ def build_run(model_config: T5Config, params: Any, prompt_length: int,
 
 
 def init_state(run: Run, optimizer: optax.GradientTransformation,
-               seed: int = 0) -> tuple[TrainState, TrainState]:
-  """(state, state_shardings); the optimizer state is created already sharded."""
-  create = lambda t: TrainState.create(t, optimizer, seed)
+               seed: int = 0, step: int = 0) -> tuple[TrainState, TrainState]:
+  """(state, state_shardings); the optimizer state is created already sharded; the step
+  counter starts at `step` (the initial checkpoint's, as T5X)."""
+  create = lambda t: TrainState.create(t, optimizer, seed, step)
   abstract = jax.eval_shape(create, run.trainable)
   scalar = partitioning.replicated(run.mesh)
   shardings = TrainState(
@@ -110,6 +112,11 @@ class MetricLog:
     self._writers[kind].flush()
     # Metric names with '/' (mixture tasks) are TensorBoard groups; JSONL keeps them as is.
 
-  def line(self, text: str):
+  def line(self, text: str, progress=None):
+    """Prints `text` on host 0; through `progress` (a console.Progress) when a bar is shown,
+    so the bar is redrawn below it."""
     if self.enabled:
-      print(text, flush=True)
+      if progress is not None:
+        progress.write(text)
+      else:
+        print(text, flush=True)

@@ -20,6 +20,7 @@ class TrainState:
 
   @classmethod
   def create(cls, trainable: Any, optimizer: optax.GradientTransformation,
-             seed: int) -> "TrainState":
-    return cls(step=jnp.zeros((), jnp.int32), trainable=trainable,
+             seed: int, step: int = 0) -> "TrainState":
+    """`step`: where counting starts (T5X: the initial checkpoint's step)."""
+    return cls(step=jnp.asarray(step, jnp.int32), trainable=trainable,
                opt_state=optimizer.init(trainable), rng=jax.random.PRNGKey(seed))

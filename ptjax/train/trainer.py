@@ -6,21 +6,23 @@ variables into trainable / frozen by TRAINABLE regexes, shard both over a ('data
 checkpoint, metrics. Resumes automatically from the newest checkpoint in MODEL_DIR.
 """
 
+import dataclasses
 import json
 import os
 import time
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import numpy as np
 import optax
 
-from ptjax import prompts
+from ptjax import console, prompts
+from ptjax.checkpoints import checkpoint_step
 from ptjax.checkpoints.t5x import save_t5x
 from ptjax.checkpoints.train_state import RunCheckpoints
 from ptjax.data import metrics as metrics_lib, pipeline
 from ptjax.model import T5Config
-from ptjax.train import evaluation, optim, partitioning
+from ptjax.train import evaluation, optim, partitioning, utils
 from ptjax.train.runs import MetricLog, Run, init_state, setup_run
 from ptjax.train.state import TrainState
 from ptjax.train.step import LossConfig, build_steps
@@ -31,65 +33,160 @@ def _improved(metric: str, value: float, best: Optional[float]) -> bool:
   return best is None or (value < best if lower else value > best)
 
 
-def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
-          batch_size: int, train_steps: int, model_config: T5Config,
-          initial_checkpoint_path: str, prompt_length: int = 100,
-          prompt_init: Optional[Callable] = None, trainable: Sequence[str] = optim.PROMPT_ONLY,
-          optimizer: Optional[optax.GradientTransformation] = None,
-          loss: LossConfig = LossConfig(), num_partitions: int = 1,
-          mesh_shape: Optional[Sequence[int]] = None, save_every: int = 1000,
-          keep_checkpoints: int = 3, eval_every: int = 1000, eval_split: str = "validation",
-          max_eval_examples: Optional[int] = None, decode_in_eval: bool = True,
-          rank_classification: bool = False,
-          best_metric: str = "loss", log_every: int = 100, seed: int = 0,
-          shuffle: bool = True, pack: bool = False,
-          eval_mixture_or_task_name: Optional[str] = None) -> dict:
-  """Prompt-tunes (or, with TRAINABLE=['.*'] and prompt_length=0, model-tunes) a frozen T5.
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """How one optimisation step is taken (T5X's `trainer.Trainer`).
 
-  Returns the last evaluation's metrics and `trainable_parameters`. Checkpoints hold only
-  trained variables, optimizer state, step, RNG and data position; the frozen model is
-  reloaded from `initial_checkpoint_path` on resume. When model weights train, the final
-  model is also written as a T5X checkpoint, `MODEL_DIR/checkpoint_<train_steps>`.
-  Evaluation uses `eval_mixture_or_task_name` when given (T5X's train_eval dataset: e.g.
-  train on SQuAD, evaluate zero-shot on the MRQA sets), else the training mixture.
+  Attributes:
+    num_microbatches: split each global batch into this many microbatches and sum their
+      gradients inside the one jitted step before one update (T5X's meaning; how XXL fits
+      a small slice). None or 1: the whole batch at once. BATCH_SIZE must divide by it.
+    learning_rate: constant learning rate (LEARNING_RATE); None = the paper's for the
+      method: 0.3 for prompt tuning, 0.001 (T5X's fine-tuning rate) for model tuning.
+    optimizer: factory `(learning_rate=...) -> optax.GradientTransformation`; default
+      the paper's Adafactor (`optim.paper_adafactor`).
+    loss: summed cross-entropy + z-loss (Z_LOSS, LABEL_SMOOTHING).
+    log_every: steps between train metric lines (T5X's stats period).
   """
-  pipeline.refuse_packing(pack)  # Bad settings fail before any weights load.
-  pipeline.get_task(mixture_or_task_name)
-  eval_name = eval_mixture_or_task_name or mixture_or_task_name
-  pipeline.get_task(eval_name)
-  optimizer = optimizer or optim.paper_adafactor()
-  mesh = partitioning.make_mesh(num_partitions, mesh_shape)
-  run = setup_run(model_config, initial_checkpoint_path, prompt_length, prompt_init, trainable,
-                  mesh, seed)
-  state, state_shardings = init_state(run, optimizer, seed)
-  steps = build_steps(run.model, optimizer, mesh, state_shardings, run.frozen_shardings, loss,
-                      dropout=model_config.dropout_rate > 0)
+  num_microbatches: Optional[int] = None
+  learning_rate: Optional[float] = None
+  optimizer: Callable[..., optax.GradientTransformation] = optim.paper_adafactor
+  loss: LossConfig = LossConfig()
+  log_every: int = 100
+
+  def __post_init__(self):
+    if self.num_microbatches is not None and (not isinstance(self.num_microbatches, int)
+                                              or self.num_microbatches <= 0):
+      raise ValueError(f"trainer.Trainer.num_microbatches={self.num_microbatches!r} must be "
+                       f"a positive integer or None.")
+    if self.learning_rate is not None and not self.learning_rate > 0:
+      raise ValueError(f"LEARNING_RATE={self.learning_rate!r} must be > 0.")
+    if not isinstance(self.log_every, int) or self.log_every <= 0:
+      raise ValueError(f"trainer.Trainer.log_every={self.log_every!r} must be > 0.")
+
+
+def resolve_steps(start: int, total_steps: Optional[int],
+                  relative_steps: Optional[int]) -> int:
+  """The last step of the run, absolute (T5X's TRAIN_STEPS).
+
+  `start`: the initial checkpoint's step. `total_steps` (TRAIN_STEPS) is absolute, as in
+  T5X: checkpoint_1100000 with TRAIN_STEPS=1_150_000 trains 50,000 steps.
+  `relative_steps` (TRAIN_STEPS_RELATIVE) counts from the initial checkpoint's step. ptjax
+  differs from T5X here: T5X counts from the step the run (re)started at, so a preempted
+  run trains longer; ptjax's end step never moves. Exactly one of the two must be given.
+  """
+  if (total_steps is None) == (relative_steps is None):
+    raise ValueError("Set exactly one of TRAIN_STEPS (absolute, T5X: the initial "
+                     "checkpoint's step included) and TRAIN_STEPS_RELATIVE (steps after the "
+                     f"initial checkpoint's step {start:,}).")
+  if relative_steps is not None:
+    if not isinstance(relative_steps, int) or relative_steps <= 0:
+      raise ValueError(f"TRAIN_STEPS_RELATIVE={relative_steps!r} must be a positive integer.")
+    return start + relative_steps
+  if not isinstance(total_steps, int) or total_steps <= start:
+    raise ValueError(
+        f"TRAIN_STEPS={total_steps!r} is not after the initial checkpoint's step {start:,}: "
+        f"TRAIN_STEPS is absolute, as in T5X (e.g. --gin.TRAIN_STEPS={start + 1000} for "
+        f"1,000 steps), or use TRAIN_STEPS_RELATIVE.")
+  return total_steps
+
+
+def train(*, model_dir: str, model_config: T5Config,
+          train_dataset_cfg: utils.DatasetConfig,
+          train_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
+          checkpoint_cfg: utils.CheckpointConfig = utils.CheckpointConfig(),
+          partitioner: partitioning.PjitPartitioner = partitioning.PjitPartitioner(),
+          trainer: Trainer = Trainer(),
+          total_steps: Optional[int] = None, relative_steps: Optional[int] = None,
+          eval_period: int = 1000, random_seed: Optional[int] = 0,
+          prompt: Optional[utils.PromptConfig] = utils.PromptConfig(),
+          trainable: Optional[Sequence[str]] = None,
+          evaluator: evaluation.EvalConfig = evaluation.EvalConfig(),
+          best_metric: str = "loss") -> dict:
+  """Prompt-tunes a frozen T5 (Lester et al., 2021), or model-tunes it (`prompt=None`).
+
+  T5X's `train` in shape: datasets, checkpoints, partitioner and trainer are grouped
+  configs (`utils`); steps are absolute (see `resolve_steps`). Only the variables matching
+  `trainable` (regexes over 'collection/path'; None: the prompt, or everything when there
+  is no prompt) get gradients and optimizer state. Evaluates `train_eval_dataset_cfg` every
+  `eval_period` steps and at the end; the best evaluation by `best_metric` is exported to
+  MODEL_DIR/best (the paper's early stopping). Resumes from the newest checkpoint in
+  MODEL_DIR/checkpoints. When model weights train, the final model is also written as a T5X
+  checkpoint `MODEL_DIR/checkpoint_<last step>`.
+
+  Returns the last evaluation's metrics and `trainable_parameters`.
+  Raises ValueError (one line) for a bad setting, before any weights load.
+  """
+  if not isinstance(eval_period, int) or eval_period <= 0:
+    raise ValueError(f"EVAL_PERIOD={eval_period!r} must be a positive integer.")
+  if checkpoint_cfg.save.period is None or checkpoint_cfg.save.period <= 0:
+    raise ValueError(f"SAVING_PERIOD={checkpoint_cfg.save.period!r} must be a positive "
+                     f"integer (utils.SaveCheckpointConfig.period).")
+  data_cfg = train_dataset_cfg
+  eval_cfg = train_eval_dataset_cfg or dataclasses.replace(data_cfg, split="validation",
+                                                           shuffle=False)
+  pipeline.refuse_packing(data_cfg.pack)  # Bad settings fail before any weights load.
+  pipeline.get_task(data_cfg.mixture_or_task_name)
+  pipeline.get_task(eval_cfg.mixture_or_task_name)
+  if random_seed is None:
+    random_seed = int(np.random.SeedSequence().entropy % 2**31)
+    print(f"RANDOM_SEED=None: this run's seed is {random_seed}.", flush=True)
+  prompt = utils.prompt_or_none(prompt)
+  restore = checkpoint_cfg.restore
+  start_step = checkpoint_step(restore.path)
+  last_step = resolve_steps(start_step, total_steps, relative_steps)
+  if trainable is None:
+    trainable = optim.PROMPT_ONLY if prompt is not None else optim.EVERYTHING
+  learning_rate = trainer.learning_rate or (0.3 if prompt is not None else 0.001)
+  optimizer = trainer.optimizer(learning_rate=learning_rate)
+  prompt_init = _prompt_init(prompt)
+  mesh = partitioner.mesh()
+  run = setup_run(model_config, restore.path, prompt.length if prompt else 0, prompt_init,
+                  trainable, mesh, random_seed, dtype=restore.dtype)
+  state, state_shardings = init_state(run, optimizer, random_seed, start_step)
+  steps = build_steps(run.model, optimizer, mesh, state_shardings, run.frozen_shardings,
+                      trainer.loss, dropout=model_config.dropout_rate > 0,
+                      num_microbatches=trainer.num_microbatches)
   log = MetricLog(model_dir)
   trainable_parameters = sum(x.size for x in jax.tree.leaves(run.trainable))
   total = trainable_parameters + sum(x.size for x in jax.tree.leaves(run.frozen))
   log.line(f"Trainable parameters: {trainable_parameters:,} of {total:,} "
            f"({100 * trainable_parameters / total:.3g}%).")
-  checkpoints = RunCheckpoints(os.path.join(model_dir, "checkpoints"), save_every,
-                               keep_checkpoints)
-  start = checkpoints.latest_step() or 0
-  if start:
-    restored = checkpoints.restore(start, _saved(state))
+  checkpoints = RunCheckpoints(os.path.join(model_dir, "checkpoints"),
+                               checkpoint_cfg.save.period, checkpoint_cfg.save.keep)
+  current = checkpoints.latest_step() or start_step
+  if current > last_step:
+    checkpoints.close()
+    raise ValueError(f"{model_dir}/checkpoints/{current} is past TRAIN_STEPS ({last_step:,}): "
+                     f"raise TRAIN_STEPS or use a new MODEL_DIR.")
+  _check_same_run(model_dir, {"mixture_or_task_name": data_cfg.mixture_or_task_name,
+                              "initial_checkpoint_path": restore.path,
+                              "prompt_length": prompt.length if prompt else 0,
+                              "trainable": list(trainable)}, resuming=current > start_step)
+  if current > start_step:
+    restored = checkpoints.restore(current, _saved(state, start_step))
     state = TrainState(**{k: restored[k] for k in ("step", "trainable", "opt_state", "rng")})
-    log.line(f"Resumed from {model_dir}/checkpoints/{start}.")
-  evaluator = evaluation.Evaluator(run, steps, eval_name, task_feature_lengths,
-                                   batch_size, eval_split, max_eval_examples, decode_in_eval,
-                                   rank_classification)
-  data = pipeline.batches(mixture_or_task_name, task_feature_lengths, "train", batch_size,
-                          shuffle=shuffle, seed=seed, skip_batches=start,
+    log.line(f"Resumed from {model_dir}/checkpoints/{current}.")
+  log.line(console.run_span_line(current, last_step))
+  evaluator_ = evaluation.Evaluator(run, steps, eval_cfg, evaluator)
+  data = pipeline.batches(data_cfg.mixture_or_task_name, data_cfg.task_feature_lengths,
+                          data_cfg.split, data_cfg.batch_size, shuffle=data_cfg.shuffle,
+                          seed=random_seed if data_cfg.seed is None else data_cfg.seed,
+                          use_cached=data_cfg.use_cached, skip_batches=current - start_step,
                           host_index=jax.process_index(), host_count=jax.process_count())
   batch_sharding = partitioning.batch_sharding(mesh)
   best = _read_best(model_dir)
-  metrics, tic, tic_step = {}, time.perf_counter(), start
-  for step in range(start + 1, train_steps + 1):
+  metrics = _last_eval(log.path, last_step) if current == last_step else {}
+  batch_size = data_cfg.batch_size
+  progress = console.Progress(last_step - start_step, current - start_step,
+                              enabled=jax.process_index() == 0)
+  tic, tic_step = time.perf_counter(), current
+  for step in range(current + 1, last_step + 1):
     batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
              for k, v in next(data).items()}
     state, train_metrics = steps.train(state, run.frozen, batch)
-    if step % log_every == 0 or step == train_steps:
+    progress.update(step - start_step)  # Host-side only: no sync with the device.
+    if step % trainer.log_every == 0 or step == last_step:
       values = {k: float(v) for k, v in train_metrics.items()}  # The only sync point.
       elapsed = time.perf_counter() - tic
       rate = (step - tic_step) / max(elapsed, 1e-9)
@@ -97,35 +194,78 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
                  "z_loss": values["z_loss"] / max(values["tokens"], 1.0),
                  "steps_per_second": rate, "examples_per_second": rate * batch_size}
       log.scalars("train", step, scalars)
-      log.line(f"{progress_bar(step, train_steps)} step {step}/{train_steps}  "
-               f"{rate:.2f} steps/s  {rate * batch_size:.1f} examples/s  "
-               f"loss {scalars['loss']:.4f}  eta {(train_steps - step) / max(rate, 1e-9):.0f}s")
+      progress.update(step - start_step, loss=scalars["loss"])
+      log.line(console.step_log_line(step, scalars, rate * batch_size), progress)
       tic, tic_step = time.perf_counter(), step
-    if step % eval_every == 0 or step == train_steps:
-      metrics = evaluator.run(state, step, model_dir)
+    if step % eval_period == 0 or step == last_step:
+      metrics = evaluator_.run(state, step, model_dir)
       log.scalars("eval", step, metrics)
-      log.line(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+      log.line(f"eval step {step:,}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+               progress)
       if best_metric in metrics and _improved(best_metric, metrics[best_metric],
                                               best and best["value"]):
         best = {"step": step, "metric": best_metric, "value": metrics[best_metric]}
         _export(run, state, os.path.join(model_dir, "best"), best)
-    if step % save_every == 0 or step == train_steps:
-      checkpoints.save(step, _saved(state), force=True)
+    if step % checkpoint_cfg.save.period == 0 or step == last_step:
+      checkpoints.save(step, _saved(state, start_step), force=True)
+  progress.close()
   checkpoints.close()
   _export(run, state, model_dir, None)
-  _export_params(run, state, model_dir, train_steps)
+  _export_params(run, state, model_dir, last_step)
   return {**metrics, "trainable_parameters": trainable_parameters}
 
 
-def progress_bar(step: int, total: int, width: int = 20) -> str:
-  """'[#######.............]  35%' for step of total."""
-  done = width * step // max(total, 1)
-  return f"[{'#' * done}{'.' * (width - done)}] {100 * step // max(total, 1):3d}%"
+def _prompt_init(prompt: Optional[utils.PromptConfig]) -> Optional[Callable]:
+  if prompt is None:
+    return None
+  if prompt.file is not None:
+    if prompt.init is not None and getattr(prompt.init, "path", None) != prompt.file:
+      raise ValueError("PROMPT_FILE and another prompt initialiser (PROMPT_INIT, "
+                       "gin/prompts/*.gin) are both set: training starts from one; drop the "
+                       "other.")
+    return prompt.init or prompts.from_file(prompt.file)
+  return prompt.init
 
 
-def _saved(state: TrainState) -> dict:
+def _check_same_run(model_dir: str, identity: dict, resuming: bool) -> None:
+  """MODEL_DIR/run.json names the experiment its checkpoints belong to. Resuming another
+  experiment's checkpoints (another task, frozen model, prompt length or TRAINABLE) would
+  report their results as this one's: refused in one line."""
+  path = os.path.join(model_dir, "run.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      earlier = json.load(f)
+    changed = sorted(k for k in identity if earlier.get(k) != identity[k])
+    if resuming and changed:
+      raise ValueError(
+          f"{model_dir} holds checkpoints of another run ({', '.join(f'{k}={earlier.get(k)!r}' for k in changed)}; "
+          f"this one has {', '.join(f'{k}={identity[k]!r}' for k in changed)}): use a new "
+          f"MODEL_DIR.")
+    if not changed:
+      return
+  if jax.process_index() == 0:
+    os.makedirs(model_dir, exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(identity, f, indent=1)
+
+
+def _last_eval(metrics_path: str, step: int) -> dict:
+  """The finished run's last evaluation (metrics.jsonl), reported when there is nothing left
+  to train: running a finished command again gives its result."""
+  found = {}
+  if os.path.exists(metrics_path):
+    with open(metrics_path) as f:
+      for line in f:
+        record = json.loads(line)
+        if record.get("kind") == "eval" and record.get("step") == step:
+          found = {k: v for k, v in record.items() if k not in ("kind", "step")}
+  return found
+
+
+def _saved(state: TrainState, start_step: int) -> dict:
+  # data_position: batches consumed, counted from the initial checkpoint's step.
   return {"step": state.step, "trainable": state.trainable, "opt_state": state.opt_state,
-          "rng": state.rng, "data_position": state.step}
+          "rng": state.rng, "data_position": state.step - start_step}
 
 
 def _read_best(model_dir: str) -> Optional[dict]:

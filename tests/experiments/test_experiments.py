@@ -69,11 +69,11 @@ def test_paper_cells_are_the_papers_setups(tmp_path):
                        tasks=["pt_super_glue_rte_v102_taskless"], seeds=[0])
   cell = [c for c in fig3d if dict(c.coords)["lm_adaptation_steps"] == "10000"][0]
   adapt, tune = bindings(cell, 0), bindings(cell, 1)
-  assert adapt["MIXTURE_OR_TASK_NAME"] == "'pt_c4_prefix_lm'" and adapt["TRAIN_STEPS"] == "10000"
-  assert tune["INITIAL_CHECKPOINT_PATH"] == repr(cell.runs[0].model_dir + "/checkpoint_10000")
+  assert adapt["MIXTURE_OR_TASK_NAME"] == "'pt_c4_prefix_lm'" and adapt["TRAIN_STEPS_RELATIVE"] == "10000"
+  assert tune["INITIAL_CHECKPOINT_PATH"] == repr(cell.runs[0].model_dir + "/checkpoint_1010000")
   wsc = grids.expand("fig1_scale", root=str(tmp_path), sizes=["xxl"], seeds=[0],
                      tasks=["pt_super_glue_wsc_v102_simple_train_taskless"])
-  assert bindings(wsc[0])["trainer.train.eval_mixture_or_task_name"] == \
+  assert bindings(wsc[0])["train_eval/utils.DatasetConfig.mixture_or_task_name"] == \
       "'pt_super_glue_wsc_v102_simple_eval_taskless'"
   with pytest.raises(ValueError, match="Sizes \\['huge'\\] are not in the t5 family"):
     grids.expand("fig1_scale", sizes=["huge"])
@@ -82,7 +82,7 @@ def test_paper_cells_are_the_papers_setups(tmp_path):
 
 
 TINY = ["--family=mini", "--sizes=large", "--tasks=pt_mini_rte_taskless", "--seeds=0",
-        "--set=TRAIN_STEPS=2", "--set=EVAL_PERIOD=2", "--set=SAVING_PERIOD=2",
+        "--set=TRAIN_STEPS_RELATIVE=2", "--set=EVAL_PERIOD=2", "--set=SAVING_PERIOD=2",
         "--set=BATCH_SIZE=4", "--set=MAX_EVAL_EXAMPLES=8", "--ensemble_size=2",
         "--adaptation_steps=2"]
 ONE_CELL = {"fig1_scale": "method=prompt_tuning", "fig3a_prompt_length": "prompt_length=5/",
@@ -97,8 +97,11 @@ def tiny_grids(tmp_path_factory):
   for the span-corruption checkpoint too)."""
   root = tmp_path_factory.mktemp("experiments")
   pretrain = root / "pretrain"
-  shutil.copytree(assets.MINI_T5_CHECKPOINT,
-                  pretrain / "mini_large" / "span_corruption" / "checkpoint_1500")
+  # The shipped model (step 500) re-saved at step 1500, as span corruption's checkpoint is.
+  from ptjax.checkpoints import load_checkpoint, save_t5x
+  _, params = load_checkpoint(assets.MINI_T5_CHECKPOINT)
+  save_t5x(params, str(pretrain / "mini_large" / "span_corruption" / "checkpoint_1500"),
+           step=1500)
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("PTJAX_PRETRAIN_ROOT", str(pretrain))
     mp.setenv("JAX_PLATFORMS", "cpu")

@@ -56,16 +56,16 @@ def test_demo_gin_runs_end_to_end_on_the_shipped_model(tmp_path):
   parameters and scores agree with what each run wrote."""
   model_dir = str(tmp_path / "demo")
   args = [sys.executable, "-m", "ptjax.main", "--gin_file=gin/runs/demo.gin",
-          f"--gin.MODEL_DIR='{model_dir}'", "--gin.TRAIN_STEPS=3", "--gin.EVAL_PERIOD=3",
+          f"--gin.MODEL_DIR='{model_dir}'", "--gin.TRAIN_STEPS_RELATIVE=3", "--gin.EVAL_PERIOD=3",
           "--gin.SAVING_PERIOD=3", "--gin.BATCH_SIZE=8", "--gin.MAX_EVAL_EXAMPLES=16",
-          "--gin.trainer.train.log_every=1", "--gin.model_tuning/trainer.train.train_steps=2",
-          "--gin.model_tuning/trainer.train.eval_every=2",
-          "--gin.model_tuning/trainer.train.save_every=2",
+          "--gin.trainer.Trainer.log_every=1", "--gin.model_tuning/trainer.train.relative_steps=2",
+          "--gin.model_tuning/trainer.train.eval_period=2",
+          "--gin.model_tuning/utils.SaveCheckpointConfig.period=2",
           "--gin.evaluation.PromptDesign.num_shots=1"]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
   proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "[####################] 100% step 3/3" in proc.stdout  # The progress bar.
+  assert "\nstep 503: loss " in proc.stdout  # T5X-style step lines, absolute steps.
   result = json.load(open(os.path.join(model_dir, "comparison.json")))
   rows = {r["method"]: r for r in result["rows"]}
   assert list(rows) == ["majority class", "prompt design", "prompt tuning", "model tuning"]
@@ -75,11 +75,12 @@ def test_demo_gin_runs_end_to_end_on_the_shipped_model(tmp_path):
   assert rows["prompt design"]["trainable_parameters"] == 0
   assert rows["prompt tuning"]["trainable_parameters"] == 20 * 128
   assert rows["model tuning"]["trainable_parameters"] == count_params(preset("mini_large"))
-  for method, step in (("prompt_design", 0), ("prompt_tuning", 3), ("model_tuning", 2)):
+  # Steps are absolute: the shipped checkpoint is at step 500 (T5X's convention).
+  for method, step in (("prompt_design", 0), ("prompt_tuning", 503), ("model_tuning", 502)):
     written = json.load(open(os.path.join(model_dir, method, "eval", "pt_mini_rte",
                                           f"step_{step}.metrics.json")))
     assert written["accuracy"] == rows[method.replace("_", " ")]["score"]
-  assert os.path.isdir(os.path.join(model_dir, "model_tuning", "checkpoint_2"))  # T5X.
+  assert os.path.isdir(os.path.join(model_dir, "model_tuning", "checkpoint_502"))  # T5X.
   table = open(os.path.join(model_dir, "comparison.md")).read().split("\n\n", 1)[1].strip()
   assert table.startswith("| method | accuracy | trainable parameters | wall time (s) |")
   assert table in proc.stdout  # Printed as written.

@@ -37,7 +37,7 @@ def run_cli(argv):
 
 def common(model_dir, vocab_path, task):
   return ["--gin_file=gin/models/t5_1_1_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
-          f"--gin.MIXTURE_OR_TASK_NAME='{task}'", f"--gin.VOCAB_PATH='{vocab_path}'",
+          f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
           f"--gin.INITIAL_CHECKPOINT_PATH='{shared_fixture(INLINE_CKPT)}'",
           "--gin.BATCH_SIZE=4", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 6}"]
 

@@ -9,14 +9,14 @@ import sys
 import numpy as np
 
 from conftest import ROOT
-from ptjax.checkpoints import load_checkpoint
+from ptjax.checkpoints import checkpoint_step, load_checkpoint
 from ptjax.model import preset
 
 
 def pretrain(model_dir, *flags):
   args = [sys.executable, "-m", "ptjax.main", "--gin_file=gin/models/t5_1_1_mini_small.gin",
           "--gin_file=gin/runs/pretrain.gin", f"--gin.MODEL_DIR='{model_dir}'",
-          "--gin.TRAIN_STEPS=3", "--gin.BATCH_SIZE=4", "--gin.MAX_EVAL_EXAMPLES=8",
+          "--gin.TRAIN_STEPS_RELATIVE=3", "--gin.BATCH_SIZE=4", "--gin.MAX_EVAL_EXAMPLES=8",
           "--gin.EVAL_PERIOD=3", "--gin.SAVING_PERIOD=3", *flags]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
   proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -35,7 +35,10 @@ def test_span_corruption_then_lm_adaptation(tmp_path):
   assert "randomly initialised" not in out  # Started from the span-corruption weights.
   config = preset("mini_small")
   _, a = load_checkpoint(first, config)
-  _, b = load_checkpoint(os.path.join(lm, "checkpoint_3"), config)
+  # Steps are absolute, as in T5X: LM adaptation goes on from span corruption's step 3.
+  _, b = load_checkpoint(os.path.join(lm, "checkpoint_6"), config)
+  assert checkpoint_step(os.path.join(lm, "checkpoint_6")) == 6
+  assert "steps 3 -> 6 (3 to go)" in out
   assert not np.array_equal(a["encoder"]["encoder_norm"]["scale"],
                             b["encoder"]["encoder_norm"]["scale"])  # LM adaptation trained.
   evals = [json.loads(l) for l in open(os.path.join(lm, "metrics.jsonl"))

@@ -21,14 +21,15 @@ def fixed_batch(vocab, batch=8, inputs=12, targets=3, seed=0):
           "decoder_target_tokens": t}
 
 
-def make(config, checkpoint, prompt_length, trainable=optim.PROMPT_ONLY, dropout=False):
+def make(config, checkpoint, prompt_length, trainable=optim.PROMPT_ONLY, dropout=False,
+         optimizer=None, num_microbatches=None):
   mesh = partitioning.make_mesh()
   run = runs.setup_run(config, checkpoint, prompt_length, prompts.sampled_vocab(), trainable,
                           mesh)
-  optimizer = optim.paper_adafactor()
+  optimizer = optim.paper_adafactor() if optimizer is None else optimizer
   state, shardings = runs.init_state(run, optimizer)
   steps = build_steps(run.model, optimizer, mesh, shardings, run.frozen_shardings, LossConfig(),
-                      dropout=dropout)
+                      dropout=dropout, num_microbatches=num_microbatches)
   return run, state, steps
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from ptjax import checkpoints
+from ptjax import checkpoints, files
 from ptjax.checkpoints import storage
 from ptjax.model import PRESETS, T5Config, count_params, preset
 
@@ -47,8 +47,7 @@ def _earlier_request(output: str) -> Optional[dict]:
   path = os.path.join(output, REQUEST_FILE)
   if storage.is_gcs(output) or not os.path.isfile(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return files.read_json(path)
 
 
 def convert(input_path: str, output: str, fmt: str, config: Optional[str] = None,
@@ -77,8 +76,7 @@ def convert(input_path: str, output: str, fmt: str, config: Optional[str] = None
                          step=checkpoints.checkpoint_step(input_path))
   if not storage.is_gcs(output):
     # Running the same command again replaces this output; any other command is refused.
-    with open(os.path.join(output, REQUEST_FILE), "w") as f:
-      json.dump(request, f)
+    files.write_json(os.path.join(output, REQUEST_FILE), request)
   return {"input": input_path, "input_format": checkpoints.detect_format(input_path),
           "output": output, "format": fmt,
           "parameters": count_params(model_config) if model_config else None,

@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import seqio
 
+from ptjax import files
 from ptjax.data import pipeline
 from ptjax.model import T5Config
 from ptjax.prompts import multi
@@ -63,9 +64,7 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, prompt_files: Sequenc
       "ensemble": ensemble,
       "predictions": [{"members": [t[i] for t in texts], "vote": vote}
                       for i, vote in enumerate(votes)]}
-  os.makedirs(model_dir, exist_ok=True)
-  with open(os.path.join(model_dir, "ensemble.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  files.write_json(os.path.join(model_dir, "ensemble.json"), results, indent=1)
   print(json.dumps({k: results[k] for k in ("task", "average", "best", "ensemble")}),
         flush=True)
   return results

@@ -9,9 +9,8 @@ pass --coordinator_address, --num_processes and --process_id on every host, or
 --initialize_distributed where JAX detects the cluster (Cloud TPU pod slices).
 """
 
-import os
 import sys
-from typing import Optional, Sequence
+from typing import Sequence
 
 from absl import app, flags, logging
 
@@ -21,6 +20,10 @@ _GIN_FILE = flags.DEFINE_multi_string(
     "gin_file", [], "Gin files, in any order: a path, or a name of ptjax's "
     "(runs/prompt_tune.gin, gin/models/t5_1_1_base.gin); see ptjax.train.gin_utils.")
 _GIN_BINDINGS = flags.DEFINE_multi_string("gin_bindings", [], "Individual gin bindings.")
+_GIN_IF_READ = flags.DEFINE_multi_string(
+    "gin_bindings_if_read", [], "Bindings that a run which does not read them leaves alone "
+    "(python -m ptjax.experiments run --set: one setting for a whole grid); every other "
+    "binding the run does not read is an error.")
 _GIN_SEARCH_PATHS = flags.DEFINE_list("gin_search_paths", [], "Folders for your own gin "
                                       "files' names (ptjax's files need none).")
 _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data folder (local or "
@@ -70,16 +73,8 @@ def _parse_gin():
   from ptjax.train import gin_utils
   for module in _TASK_MODULES.value:
     importlib.import_module(module)
-  gin_utils.parse(_GIN_FILE.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value)
-
-
-def _model_dir() -> Optional[str]:
-  import gin
-  try:
-    value = gin.query_parameter("%MODEL_DIR")
-  except ValueError:
-    return None
-  return value if isinstance(value, str) else None  # Unset: utils.required().
+  gin_utils.parse(_GIN_FILE.value, _GIN_BINDINGS.value, _GIN_SEARCH_PATHS.value,
+                  _GIN_IF_READ.value)
 
 
 def main(argv: Sequence[str]):
@@ -93,7 +88,6 @@ def main(argv: Sequence[str]):
     import seqio
     seqio.set_tfds_data_dir_override(_TFDS_DATA_DIR.value)
   import gin
-  import jax
   from ptjax.checkpoints import CheckpointError
   from ptjax.prompts import PromptFileError
   try:
@@ -104,17 +98,15 @@ def main(argv: Sequence[str]):
     print(f"error: gin config: {kind}{message}", file=sys.stderr, flush=True)
     sys.exit(2)
   try:
-    model_dir = _model_dir()
-    if model_dir and jax.process_index() == 0:
-      # The full config now (a crashed run keeps it); the operative one replaces it at the end.
-      os.makedirs(model_dir, exist_ok=True)
-      with open(os.path.join(model_dir, "config.gin"), "w") as f:
-        f.write(gin.config_str())
+    # Each run writes its config.gin itself, once its setup succeeded (a failed or
+    # mistaken command never overwrites a finished run's files).
     from ptjax.train import entry
     gin.get_configurable(entry.execute)()  # With the gin files' bindings.
-    if model_dir and jax.process_index() == 0:
-      with open(os.path.join(model_dir, "config.gin"), "w") as f:
-        f.write(gin.operative_config_str())
+  except OSError as e:  # Disk full, read-only or not a folder: the path and the cause.
+    message = str(e).split("\n  In call to configurable")[0].strip()  # gin's location.
+    print(f"error: cannot write or read a file: {message} (free space, or choose a "
+          f"MODEL_DIR you can write)", file=sys.stderr, flush=True)
+    sys.exit(2)
   except (ValueError, SyntaxError, CheckpointError, PromptFileError) as e:
     # One actionable line instead of a traceback; gin wraps errors with its location.
     message = str(e).split("\n  In call to configurable")[0].strip()

@@ -7,14 +7,19 @@ Python:
                         "rte": "rte.npy"}, vocabulary)
   server.answer([{"task": "boolq", "inputs": "..."}, {"task": "rte", "inputs": "..."}])
 CLI (gin/runs/serve.gin): JSONL requests {"task": ..., "inputs": ...} in, the same
-objects with "prediction" and "score" added out.
+objects with "prediction" and "score" added out, one line per request line, in order.
+
+A request that cannot be answered (not JSON, not an object, no "task" or "inputs", an
+unknown task, "inputs" not a string or empty) gets an error object in its place, and the
+other requests of its batch are still answered:
+  {"error": "<one line: the problem and the fix>", "line": <n>, "id": <its "id", if any>}
 """
 
 import contextlib
 import functools
 import json
 import sys
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import jax
 import numpy as np
@@ -61,18 +66,32 @@ class PromptServer:
     return np.asarray(list(self.vocabulary.encode(text))[:self.max_input_length - 1] + [1],
                       np.int32)  # EOS.
 
-  def answer(self, requests: Sequence[Mapping[str, str]]) -> list[dict]:
-    """[{'task', 'inputs', ...}] -> the same dicts with 'prediction' and 'score' (the
-    greedy answer's log-likelihood); rows of any tasks share each forward pass."""
-    for i, r in enumerate(requests):
-      if r.get("task") not in self.tasks:
-        raise ValueError(f"Request {i} asks for task {r.get('task')!r}; this server has "
-                         f"prompts for {self.tasks}.")
-      if not isinstance(r.get("inputs"), str):
-        raise ValueError(f"Request {i} has no 'inputs' string: {dict(r)}.")
-    texts, scores = self.decode([self._tokens(r["inputs"]) for r in requests],
-                                [r["task"] for r in requests])
-    return [{**r, "prediction": t, "score": s} for r, t, s in zip(requests, texts, scores)]
+  def answer(self, requests: Sequence[Any]) -> list[dict]:
+    """[{'task', 'inputs', ...}] -> one dict per request, in order: the request with
+    'prediction' and 'score' (the greedy answer's log-likelihood) added, or, for a request
+    that cannot be answered, an error object {'error': one line naming the problem and the
+    fix, 'id': the request's 'id' if it has one}. Rows of any tasks share each forward pass;
+    a bad request never stops the others."""
+    out: list[Optional[dict]] = [None] * len(requests)
+    rows, tasks, answered = [], [], []
+    for i, request in enumerate(requests):
+      problem = request_problem(request, self.tasks)
+      if problem is None:
+        try:
+          rows.append(self._tokens(request["inputs"]))
+        except Exception as e:  # pylint: disable=broad-except
+          problem = (f'"inputs" could not be tokenized ({_one_line(e)}); send the text as '
+                     f"plain UTF-8")
+      if problem is not None:
+        out[i] = error_object(problem, request)
+      else:
+        tasks.append(request["task"])
+        answered.append(i)
+    if rows:
+      texts, scores = self.decode(rows, tasks)
+      for i, text, score in zip(answered, texts, scores):
+        out[i] = {**requests[i], "prediction": text, "score": score}
+    return out
 
   def decode(self, token_rows: Sequence[np.ndarray],
              tasks: Sequence[str]) -> tuple[list[str], list[float]]:
@@ -97,27 +116,138 @@ class PromptServer:
     return texts, scores
 
 
+def _one_line(error: BaseException) -> str:
+  return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _shorten(value: Any, limit: int = 60) -> str:
+  text = repr(value)
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_JSON_KINDS = {list: "a JSON array", type(None): "null", bool: "a JSON boolean",
+               str: "a JSON string", int: "a JSON number", float: "a JSON number"}
+REQUEST_FORMAT = '{"task": ..., "inputs": "..."}'
+
+
+def request_problem(request: Any, tasks: Sequence[str]) -> Optional[str]:
+  """Why `request` cannot be answered by a server with prompts for `tasks` (one line:
+  the problem and the fix), or None when it can."""
+  if not isinstance(request, dict):
+    kind = _JSON_KINDS.get(type(request), type(request).__name__)
+    return (f"the request is {kind}, not a JSON object; send one object per line: "
+            f"{REQUEST_FORMAT}")
+  if "task" not in request:
+    return f'the request has no "task"; add "task": one of {list(tasks)}'
+  task = request["task"]
+  if not isinstance(task, str) or task not in tasks:
+    return (f"unknown task {_shorten(task)}: this server has prompts for {list(tasks)}; "
+            f"ask for one of them, or restart serve with a prompt for it in TASK_PROMPTS")
+  if "inputs" not in request:
+    return f'the request has no "inputs"; add the input text: {REQUEST_FORMAT}'
+  inputs = request["inputs"]
+  if not isinstance(inputs, str):
+    kind = _JSON_KINDS.get(type(inputs), "a JSON object")
+    return f'"inputs" is {kind}, not a string; send the input text as one JSON string'
+  if not inputs.strip():
+    return '"inputs" is empty; send the text the model should answer'
+  try:
+    inputs.encode("utf-8")
+  except UnicodeEncodeError as e:
+    return (f'"inputs" holds a lone surrogate escape ({inputs[e.start]!r} at character '
+            f"{e.start + 1}); send valid Unicode text")
+  return None
+
+
+def error_object(problem: str, request: Any = None, line: Optional[int] = None) -> dict:
+  """{'error': problem, 'line': line (if given), 'id': the request's 'id' (if it has
+  one)}: what serve writes in place of an answer."""
+  out = {"error": " ".join(problem.split())}
+  if line is not None:
+    out["line"] = line
+  if isinstance(request, dict) and "id" in request:
+    out["id"] = request["id"]
+  return out
+
+
+def _parse(raw: Union[str, bytes]) -> tuple[Any, Optional[str]]:
+  """A JSONL line -> (request, None), or (None, the problem) when it is not JSON."""
+  if isinstance(raw, bytes):
+    try:
+      raw = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      return None, (f"the line is not UTF-8 text (byte {e.start + 1}); send UTF-8 JSON, one "
+                    f"object per line: {REQUEST_FORMAT}")
+  try:
+    return json.loads(raw.lstrip("\ufeff")), None  # A byte-order mark is not the request.
+  except json.JSONDecodeError as e:
+    return None, (f"not valid JSON ({e.msg} at column {e.colno}); send one JSON object per "
+                  f"line: {REQUEST_FORMAT}")
+  except RecursionError:
+    return None, f"JSON nested too deeply; send one flat object per line: {REQUEST_FORMAT}"
+
+
+def answer_lines(server: PromptServer, lines: Iterable[Union[str, bytes]]) -> Iterator[dict]:
+  """JSONL request lines -> one answer or error object per non-blank line, in order
+  (error objects carry the 1-based `line`). Requests are answered in batches of the
+  server's batch_size as the lines arrive; nothing a line holds stops the stream."""
+  pending: list[tuple[int, Any, Optional[str]]] = []   # (line, request, problem)
+
+  def flush():
+    good = [(n, r) for n, r, problem in pending if problem is None]
+    try:
+      answers = iter(server.answer([r for _, r in good]))
+    except Exception as e:  # pylint: disable=broad-except
+      # The model failed on this batch: its requests get the error, later batches go on.
+      problem = (f"the server failed on this request's batch ({_one_line(e)}); send it again, "
+                 f"and report the error if it persists")
+      answers = iter([error_object(problem, r) for _, r in good])
+    for n, request, problem in pending:
+      if problem is not None:
+        yield error_object(problem, request, n)
+        continue
+      out = next(answers)
+      if "error" in out and "prediction" not in out:
+        out = error_object(out["error"], request, n)
+      yield out
+    pending.clear()
+
+  for n, raw in enumerate(lines, 1):
+    if not raw.strip():
+      continue
+    request, problem = _parse(raw)
+    pending.append((n, request, problem))
+    if sum(problem is None for _, _, problem in pending) >= server.batch_size:
+      yield from flush()
+  if pending:
+    yield from flush()
+
+
 def serve(*, model_config: T5Config, vocabulary: seqio.Vocabulary,
           initial_checkpoint_path: str, task_prompts: Mapping[str, str],
           requests: str = "-", output: str = "-", batch_size: int = 32,
           max_input_length: int = 512, max_decode_length: int = 16) -> int:
   """Reads JSONL requests (a path, or '-' for stdin) and writes JSONL answers (a path, or
-  '-' for stdout). Returns the number answered."""
+  '-' for stdout), one line per request, in order, each batch as soon as it is answered; a
+  request that cannot be answered gets an error object (`answer_lines`). Returns the number
+  answered (error objects not counted; their count goes to stderr)."""
   server = PromptServer(model_config, initial_checkpoint_path, task_prompts, vocabulary,
                         batch_size=batch_size, max_input_length=max_input_length,
                         max_decode_length=max_decode_length)
+  answered = errors = 0
   with contextlib.ExitStack() as files:
-    source = sys.stdin if requests == "-" else files.enter_context(open(requests))
-    rows = []
-    for n, line in enumerate(source, 1):
-      if line.strip():
-        try:
-          rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{requests}:{n}: not a JSON object ({e.msg}); each line must be "
-                           f'{{"task": ..., "inputs": ...}}.') from None
-    answers = server.answer(rows)
+    # Bytes: a line that is not UTF-8 is that line's error, not the end of the stream.
+    source = (getattr(sys.stdin, "buffer", sys.stdin) if requests == "-"
+              else files.enter_context(open(requests, "rb")))
     sink = sys.stdout if output == "-" else files.enter_context(open(output, "w"))
-    sink.writelines(json.dumps(a) + "\n" for a in answers)
-    sink.flush()
-  return len(answers)
+    for out in answer_lines(server, source):
+      sink.write(json.dumps(out) + "\n")
+      if "error" in out and "prediction" not in out:
+        errors += 1
+      else:
+        answered += 1
+      sink.flush()
+  if errors:
+    print(f"serve: answered {answered} requests; {errors} got an error object (see their "
+          f'"error" and "line").', file=sys.stderr, flush=True)
+  return answered

@@ -291,8 +291,13 @@ def demo(cmd, ctx):
 
 
 def demo_twice(cmd, ctx):
+  first, _ = demo_job(cmd, ctx)
   result, model_dir = demo_job(cmd, ctx, run=2)
   check_demo_table(result, model_dir, shlex.split(cmd.text))
+  table = lambda r: [l for l in r.stdout.splitlines() if l.startswith("| ")]
+  # Issue 15: run twice, the demo prints the same table (finished runs report their
+  # results; rows equal to the first run's keep its wall times).
+  assert table(result) == table(first), f"{table(first)}\n{table(result)}"
 
 
 # --- Real T5 (train / eval on the tiny fixture) -----------------------------------------------

@@ -7,14 +7,13 @@ and neighbours.json.
 """
 
 import collections
-import json
 import os
 from typing import Mapping, Optional
 
 import numpy as np
 import seqio
 
-from ptjax import prompts
+from ptjax import files, prompts
 from ptjax.checkpoints import load_checkpoint
 from ptjax.model import T5Config
 
@@ -103,10 +102,7 @@ def report(*, model_dir: str, prompt_files: Mapping[str, str], model_config: T5C
     text += [f"# {name} ({path}): {len(prompt)} positions, {k} neighbours each",
              "most frequent: " + ", ".join(f"{p} ({n})" for p, n in frequent),
              neighbour_report(prompt, embedding, vocabulary, k), ""]
-  os.makedirs(model_dir, exist_ok=True)
-  with open(os.path.join(model_dir, "neighbours.txt"), "w") as f:
-    f.write("\n".join(text))
-  with open(os.path.join(model_dir, "neighbours.json"), "w") as f:
-    json.dump(results, f, indent=1)
+  files.write_text(os.path.join(model_dir, "neighbours.txt"), "\n".join(text))
+  files.write_json(os.path.join(model_dir, "neighbours.json"), results, indent=1)
   print("\n".join(text), flush=True)
   return results

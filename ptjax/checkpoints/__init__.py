@@ -25,6 +25,9 @@ def detect_format(path: str) -> str:
     head = storage.read_bytes(path)[:1] if storage.is_gcs(path) else open(path, "rb").read(1)
     if head and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):
       return "t5x"
+    if not head:
+      raise CheckpointError(f"{path} is empty (0 bytes): a truncated copy? Copy the "
+                            f"checkpoint again from where it was written.")
     raise CheckpointError(
         f"{path} is not a checkpoint: expected a T5X checkpoint folder (with a "
         f"'{CHECKPOINT_FILE}' file), a single-file T5X checkpoint (msgpack) or a Hugging "

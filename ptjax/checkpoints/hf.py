@@ -140,9 +140,39 @@ _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
                        "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 
 
+def _safetensors_problem(data: bytes) -> Optional[str]:
+  """Why `data` is not a whole safetensors file (None when its layout adds up)."""
+  size = len(data)
+  if size < 8:
+    return (f"is truncated ({size} bytes; a safetensors file starts with an 8-byte header "
+            f"length)" if size else "is empty (0 bytes)")
+  header_len = int.from_bytes(data[:8], "little")
+  if 8 + header_len > size:
+    return (f"is truncated ({size:,} bytes; its header alone needs {8 + header_len:,}), "
+            f"or not a safetensors file")
+  try:
+    header = json.loads(data[8:8 + header_len])
+    end = max([0] + [int(v["data_offsets"][1]) for k, v in header.items()
+                     if k != "__metadata__"])
+  except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+    return "is corrupt (its header is not safetensors JSON)"
+  if 8 + header_len + end > size:
+    return f"is truncated ({size:,} bytes; its header describes {8 + header_len + end:,})"
+  return None
+
+
 def _load_safetensors(data: bytes, source: str) -> dict[str, np.ndarray]:
+  """Tensors of one safetensors file; a truncated or corrupt file is one CheckpointError."""
+  problem = _safetensors_problem(data)
+  if problem is not None:
+    raise CheckpointError(f"{source} {problem}; copy it again from where it was written.")
+  try:
+    views = safetensors.deserialize(data)
+  except Exception as e:  # safetensors' SafetensorError is no ValueError.
+    raise CheckpointError(f"{source} is not a valid safetensors file "
+                          f"({' '.join(str(e).split())}).") from None
   out = {}
-  for name, view in safetensors.deserialize(data):
+  for name, view in views:
     if view["dtype"] not in _SAFETENSORS_DTYPES:
       raise CheckpointError(f"{source}: tensor {name} has unsupported dtype {view['dtype']}.")
     out[name] = np.frombuffer(view["data"], _SAFETENSORS_DTYPES[view["dtype"]]).reshape(
@@ -150,10 +180,30 @@ def _load_safetensors(data: bytes, source: str) -> dict[str, np.ndarray]:
   return out
 
 
+def _read_json(path: str, what: str) -> dict:
+  try:
+    value = json.loads(storage.read_bytes(path))
+  except ValueError as e:
+    raise CheckpointError(f"{path} is not valid JSON ({e}); {what}.") from None
+  if not isinstance(value, dict):
+    raise CheckpointError(f"{path} is not a JSON object; {what}.")
+  return value
+
+
 def _read_tensors(folder: str) -> dict[str, np.ndarray]:
   index = storage.join(folder, INDEX_FILE)
   if storage.exists(index):
-    files = sorted(set(json.loads(storage.read_bytes(index))["weight_map"].values()))
+    weight_map = _read_json(index, "a sharded checkpoint's index maps tensor names to "
+                                   "shard files").get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+      raise CheckpointError(f"{index} has no weight_map of tensor names to shard files.")
+    files = sorted(set(weight_map.values()))
+    for name in files:
+      if not storage.exists(storage.join(folder, name)):
+        count = sum(v == name for v in weight_map.values())
+        raise CheckpointError(
+            f"{storage.join(folder, name)} is missing: {INDEX_FILE} puts {count} tensor(s) "
+            f"in it; copy every shard of the checkpoint.")
   else:
     files = [WEIGHTS_FILE]
   tensors = {}
@@ -177,7 +227,8 @@ def read_hf(folder: str, dtype: Optional[str] = None) -> tuple[T5Config, dict]:
   tensors = _read_tensors(folder)
   has_lm_head = ("lm_head.weight" in tensors and "shared.weight" in tensors
                  and not np.array_equal(tensors["lm_head.weight"], tensors["shared.weight"]))
-  config = config_from_hf(json.loads(storage.read_bytes(storage.join(folder, CONFIG_FILE))),
+  config = config_from_hf(_read_json(storage.join(folder, CONFIG_FILE),
+                                     "a Hugging Face T5 config.json is a JSON object"),
                           f"{source}/{CONFIG_FILE}", has_lm_head)
   if config.logits_via_embedding:  # An exporter's copy of the tied embedding.
     tensors.pop("lm_head.weight", None)

@@ -11,11 +11,15 @@ Layout of a checkpoint folder `checkpoint_<step>/`:
 A single-file checkpoint holds every array inline.
 
 Reading streams the msgpack and *skips* `optimizer/state` (Adafactor statistics are
-never decoded), then reads the TensorStore leaves concurrently.
+never decoded), then reads the TensorStore leaves concurrently. A torn checkpoint is a
+one-line CheckpointError naming the file, never zeros: a msgpack file cut short anywhere,
+a zarr chunk file missing (`fill_missing_data_reads: false`; T5X writes every chunk, as
+its fill_value is null), truncated or failing its gzip/zstd decoding.
 """
 
 import io
 import math
+import os
 from typing import Collection, Optional
 
 import ml_dtypes
@@ -60,29 +64,46 @@ def checkpoint_file(path: str) -> str:
   return candidate if storage.exists(candidate) else path
 
 
-def _read_target(stream, source: str) -> dict:
-  """Streams the msgpack map; decodes only optimizer/target."""
+def _file_size(path: str) -> Optional[int]:
+  return None if storage.is_gcs(path) else os.path.getsize(path)
+
+
+def _read_target(stream, source: str, ckpt_file: Optional[str] = None,
+                 size: Optional[int] = None) -> dict:
+  """Streams the msgpack map; decodes only optimizer/target. Every key is walked (the
+  optimizer state is skipped, not decoded), so a file cut short anywhere is an error."""
+  ckpt_file = ckpt_file or source
   unpacker = msgpack.Unpacker(stream, raw=False, ext_hook=_ext_hook, strict_map_key=False,
                               max_buffer_size=2**31 - 1)
   try:
     num_keys = unpacker.read_map_header()
-  except (msgpack.UnpackException, ValueError, msgpack.OutOfData) as e:
+  except msgpack.OutOfData:
+    raise CheckpointError(
+        f"T5X checkpoint file {ckpt_file} is empty (0 bytes): a truncated copy? Copy the "
+        f"checkpoint again from where it was written.") from None
+  except (msgpack.UnpackException, ValueError) as e:
     raise CheckpointError(f"{source} is not a T5X checkpoint (not a msgpack map: {e}).") from None
   version, target = None, None
-  for _ in range(num_keys):
-    key = unpacker.unpack()
-    if key == "version":
-      version = unpacker.unpack()
-    elif key == "optimizer":
-      for _ in range(unpacker.read_map_header()):
-        if unpacker.unpack() == "target":
-          target = unpacker.unpack()
-        else:
-          unpacker.skip()  # Optimizer statistics: never materialised.
-    elif key == "target":  # Some exporters write params at the top level.
-      target = unpacker.unpack()
-    else:
-      unpacker.skip()
+  try:
+    for _ in range(num_keys):
+      key = unpacker.unpack()
+      if key == "version":
+        version = unpacker.unpack()
+      elif key == "optimizer":
+        for _ in range(unpacker.read_map_header()):
+          if unpacker.unpack() == "target":
+            target = unpacker.unpack()
+          else:
+            unpacker.skip()  # Optimizer statistics: never materialised.
+      elif key == "target":  # Some exporters write params at the top level.
+        target = unpacker.unpack()
+      else:
+        unpacker.skip()
+    target = _unchunk(target)
+  except CheckpointError:
+    raise
+  except (msgpack.UnpackException, ValueError, TypeError, KeyError) as e:
+    raise _corrupt_msgpack(ckpt_file, unpacker.tell(), size, e) from None
   if target is None:
     raise CheckpointError(
         f"{source} is not a T5X checkpoint: it has no optimizer/target parameters.")
@@ -90,7 +111,26 @@ def _read_target(stream, source: str) -> dict:
     raise CheckpointError(
         f"{source}: T5X checkpoint version {version} is not supported (ptjax reads version "
         f"{VERSION}); re-save it with a current T5X.")
-  return _unchunk(target)
+  return target
+
+
+def _corrupt_msgpack(ckpt_file: str, position: int, size: Optional[int],
+                     error: Exception) -> CheckpointError:
+  of = f"{size:,} bytes, " if size is not None else ""
+  if isinstance(error, msgpack.OutOfData):
+    what = f"is truncated ({of}cut short inside the value starting at byte {position:,})"
+  else:
+    detail = _one_line(str(error) or type(error).__name__)
+    what = f"is corrupt ({of}{detail}, in the value starting at byte {position:,})"
+  return CheckpointError(f"T5X checkpoint file {ckpt_file} {what}; copy the checkpoint again "
+                         f"from where it was written.")
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+  """A library error as one short line: TensorStore's trailing spec dump dropped."""
+  message = message.split(" [tensorstore_spec=")[0].split(" [source locations=")[0]
+  message = " ".join(message.split())
+  return message if len(message) <= limit else message[:limit - 3] + "..."
 
 
 def read_t5x_step(path: str) -> int:
@@ -135,6 +175,22 @@ def _resolve_spec(spec: dict, directory: str) -> dict:
   return spec
 
 
+def _strict(spec: dict) -> dict:
+  """The spec with reads of absent chunks failing (TensorStore's default fills them)."""
+  if spec.get("driver") in ("zarr", "zarr3"):
+    return {**spec, "fill_missing_data_reads": False}
+  return spec
+
+
+def _chunk_error(error: Exception) -> str:
+  """TensorStore's read error as one line naming the chunk file."""
+  message = _one_line(str(error))
+  for status in ("NOT_FOUND: ", "FAILED_PRECONDITION: ", "DATA_LOSS: ", "OUT_OF_RANGE: ",
+                 "INVALID_ARGUMENT: "):
+    message = message.removeprefix(status)
+  return message
+
+
 def _split_leaves(tree: dict):
   """{'a': {'b': leaf}} -> {('a', 'b'): leaf}, stopping at TensorStore specs."""
   out = {}
@@ -158,10 +214,11 @@ def read_t5x(path: str, dtype: Optional[str] = None,
   ckpt_file = checkpoint_file(path)
   source = f"T5X checkpoint {path}"
   if storage.is_gcs(ckpt_file):
-    target = _read_target(io.BytesIO(storage.read_bytes(ckpt_file)), source)
+    data = storage.read_bytes(ckpt_file)
+    target = _read_target(io.BytesIO(data), source, ckpt_file, len(data))
   else:
     with open(ckpt_file, "rb") as f:
-      target = _read_target(f, source)
+      target = _read_target(f, source, ckpt_file, _file_size(ckpt_file))
   directory = storage.parent(ckpt_file)
   leaves = _split_leaves(target)
   if names is not None:
@@ -173,17 +230,26 @@ def read_t5x(path: str, dtype: Optional[str] = None,
   for key, leaf in leaves.items():
     if _is_ts_spec(leaf):
       spec = _resolve_spec(leaf, directory)
-      pending[key] = (spec, ts.open(spec, open=True, read=True))
+      pending[key] = (spec, ts.open(_strict(spec), open=True, read=True))
   for key, (spec, opening) in pending.items():  # Reads run concurrently.
     try:
-      pending[key] = (spec, opening.result().read())
+      store = opening.result()
+      if store.fill_value is not None and "fill_missing_data_reads" in _strict(spec):
+        # With a fill value, TensorStore writers omit chunks equal to it: absent is valid.
+        store = ts.open(spec, open=True, read=True).result()
+      pending[key] = (spec, store.read())
     except ValueError as e:
       raise CheckpointError(
           f"{source}: parameter {'/'.join(key)} is stored in TensorStore at "
-          f"{spec['kvstore']['path']} but cannot be opened ({e}). Copy the whole checkpoint "
-          f"folder, including its target.* subfolders.") from None
+          f"{spec['kvstore']['path']} but cannot be opened ({_one_line(str(e))}). Copy the "
+          f"whole checkpoint folder, including its target.* subfolders.") from None
   for key, (spec, reading) in pending.items():
-    leaves[key] = np.asarray(reading.result())
+    try:
+      leaves[key] = np.asarray(reading.result())
+    except ValueError as e:  # A missing, truncated or corrupt chunk file: never zeros.
+      raise CheckpointError(
+          f"{source}: parameter {'/'.join(key)} cannot be read: {_chunk_error(e)}. The "
+          f"checkpoint is incomplete or damaged; copy it again, whole.") from None
   params = {}
   for key, array in leaves.items():
     name = "/".join(key)

@@ -68,3 +68,16 @@ def add_mixture(name: str, tasks: Sequence[str]) -> str:
 
 def labels_of(task_name: str) -> Optional[tuple[str, ...]]:
   return LABELS.get(task_name)
+
+
+def legal_predictions(task, example=None) -> Optional[list]:
+  """What a legal prediction of `task` postprocesses to: its label words as its own
+  postprocessor reads a prediction of them (for `example`). A prediction is legal when its
+  postprocessed form is one of these, whatever its raw text (a sentinel variant's
+  '<extra_id_0> entailment'; a zero-shot task's source or target label words). None for a
+  task without label words."""
+  labels = labels_of(task.name)
+  if labels is None:
+    return None
+  post = task.postprocess_fn or (lambda output, **_: output)
+  return [post(label, example=example, is_target=False) for label in labels]

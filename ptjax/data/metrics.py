@@ -134,7 +134,12 @@ def superglue_score(task_metrics: Mapping[str, Mapping[str, float]]) -> float:
   return float(np.mean([np.mean(list(m.values())) for m in task_metrics.values()]))
 
 
-def count_illegal(predictions: Sequence[str], labels: Sequence[str]) -> int:
-  """Predictions that are not one of `labels` (the span-corruption failure mode)."""
-  legal = set(labels)
-  return sum(p not in legal for p in predictions)
+def count_illegal(predictions: Sequence, legal: Sequence) -> int:
+  """Predictions that are not one of the `legal` values (the span-corruption failure mode).
+
+  Compare like with like: evaluation passes postprocessed predictions and the task's label
+  words postprocessed the same way (`catalog.legal_predictions`), so a sentinel variant's
+  '<extra_id_0> entailment' is legal. Values of any type (ids, strings, dicts) compare with
+  ==."""
+  legal = list(legal)
+  return sum(not any(p == value for value in legal) for p in predictions)

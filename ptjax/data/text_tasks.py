@@ -20,13 +20,26 @@ def read_examples(path: str) -> list[dict[str, str]]:
   """Reads a .tsv or .jsonl file; errors name the file, the line and the fix."""
   if not os.path.exists(path):
     raise ValueError(f"Task file {path} does not exist.")
+  if not os.path.isfile(path):
+    raise ValueError(f"Task file {path} is a directory, not a .tsv or .jsonl file.")
+  try:
+    return _read_examples(path)
+  except UnicodeDecodeError as e:
+    raise ValueError(f"Task file {path} is not UTF-8 text ({e.reason} at byte {e.start}).") \
+        from None
+
+
+def _read_examples(path: str) -> list[dict[str, str]]:
   examples = []
   with open(path, encoding="utf-8", newline="") as f:
     if path.endswith(".jsonl"):
       for n, line in enumerate(f, 1):
         if not line.strip():
           continue
-        row = json.loads(line)
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{n}: not JSON ({e.msg}).") from None
         if not isinstance(row, dict) or "inputs" not in row or "targets" not in row:
           raise ValueError(f"{path}:{n}: expected a JSON object with 'inputs' and 'targets'.")
         examples.append({"inputs": str(row["inputs"]), "targets": str(row["targets"])})

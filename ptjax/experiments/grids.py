@@ -37,10 +37,14 @@ class Run:
   bindings: tuple[tuple[str, str], ...]  # (gin name, gin literal)
   done_file: str  # Relative to model_dir.
   fixed: tuple[str, ...] = ()  # Bindings overrides leave alone (they name done_file).
+  # `--set` bindings: one setting for the whole grid, which runs that do not read it (an
+  # ensemble run does not train) leave alone: ptjax.main --gin_bindings_if_read.
+  grid_bindings: tuple[tuple[str, str], ...] = ()
 
   def argv(self) -> list[str]:
     return (["python", "-m", "ptjax.main"] + [f"--gin_file={f}" for f in self.gin_files] +
             [f"--gin.{name}={value}" for name, value in self.bindings] +
+            [f"--gin_bindings_if_read={name} = {value}" for name, value in self.grid_bindings] +
             [f"--gin.MODEL_DIR={self.model_dir!r}"])
 
   def command(self) -> str:
@@ -117,7 +121,7 @@ def tuning_run(family: Family, model_dir: str, size: str, task: str, seed: int, 
     lengths["inputs"] *= DESIGN_SHOTS + 1
     bindings = [b for b in bindings if b[0] != "TASK_FEATURE_LENGTHS"]
     bindings += [("TASK_FEATURE_LENGTHS", repr(lengths)), ("NUM_SHOTS", str(DESIGN_SHOTS))]
-    return Run(model_dir, tuple(files), tuple(bindings), "metrics.jsonl")
+    return Run(model_dir, tuple(files), tuple(bindings), "eval/metrics.jsonl")
   bindings += family.recipe + (("RANDOM_SEED", str(seed)),
                                ("BEST_METRIC", repr(_best_metric(task, eval_task))))
   if eval_task:
@@ -163,7 +167,10 @@ def ensemble_run(family: Family, model_dir: str, size: str, task: str,
   """Table 3's one-pass ensemble of the members' prompts, majority vote."""
   bindings = [("MIXTURE_OR_TASK_NAME", repr(task)),
               ("INITIAL_CHECKPOINT_PATH", repr(family.lm_adapted(size))),
-              ("PROMPT_FILES", repr(list(members)))] + list(family.task_bindings(task))
+              ("PROMPT_FILES", repr(list(members)))] + [
+                  # The ensemble decodes greedily (its members and votes are texts); it has no
+                  # rank classification, so the family's RANK_CLASSIFICATION is not passed.
+                  b for b in family.task_bindings(task) if b[0] != "RANK_CLASSIFICATION"]
   if family.name == "mini":
     bindings.append(("MAX_EVAL_EXAMPLES", "240"))
   return Run(model_dir, (family.model_gin.format(size=size), "runs/ensemble.gin"),
@@ -341,9 +348,9 @@ def expand(grid: str, family: str = "t5", root: str = "/tmp/ptjax_experiments",
 
 
 def with_bindings(cell: Cell, bindings: Sequence[tuple[str, str]]) -> Cell:
-  """The cell with `bindings` appended to every run (later gin bindings win), except the
-  ones a run fixes (an LM adaptation stage keeps the step count its checkpoint is named
-  by)."""
-  runs = tuple(dataclasses.replace(r, bindings=r.bindings + tuple(
+  """The cell with `bindings` (--set) added to every run as grid-wide settings (later gin
+  bindings win; a run that does not read one leaves it alone), except the ones a run fixes
+  (an LM adaptation stage keeps the step count its checkpoint is named by)."""
+  runs = tuple(dataclasses.replace(r, grid_bindings=r.grid_bindings + tuple(
       (k, v) for k, v in bindings if k not in r.fixed)) for r in cell.runs)
   return dataclasses.replace(cell, runs=runs)

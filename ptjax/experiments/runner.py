@@ -7,10 +7,9 @@ run at the best evaluation (the paper's early stopping on the dev set), read by 
 
 Grids share points (Figure 1's prompt-tuning run is also the default of every Figure 3
 panel and Table 3's first member): a run identical to a finished one of another grid,
-MODEL_DIR aside, is reused, its folder hard-linked, not run again.
+MODEL_DIR aside, is reused, its folder copied, not run again.
 """
 
-import errno
 import json
 import os
 import shlex
@@ -63,14 +62,25 @@ def missing_requirements(cells: Sequence[Cell]) -> list[str]:
   return [f"{path} (make it: {how})" for path, how in out.items()]
 
 
-def best_eval(model_dir: str, best_metric: Optional[str]) -> dict:
-  """The eval row of metrics.jsonl with the best `best_metric` (the last row when it is
-  absent), as the paper reports dev scores with early stopping."""
-  with _gfile().GFile(os.path.join(model_dir, "metrics.jsonl")) as f:
-    rows = [json.loads(l) for l in f if l.strip()]
+def best_eval(model_dir: str, best_metric: Optional[str],
+              metrics_file: str = "metrics.jsonl") -> dict:
+  """The eval row of `metrics_file` (a training run's metrics.jsonl, or a standalone eval's
+  eval/metrics.jsonl) with the best `best_metric` (the last row when it is absent), as the
+  paper reports dev scores with early stopping."""
+  path = os.path.join(model_dir, metrics_file)
+  with _gfile().GFile(path) as f:
+    lines = f.read().split("\n")
+  rows = []
+  for i, line in enumerate(lines):
+    if line.strip():
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        if i != len(lines) - 1:  # Only a torn last line (a killed append) is skipped.
+          raise ValueError(f"{path}, line {i + 1}, is not valid JSON.") from None
   rows = [r for r in rows if r.get("kind") == "eval"] or rows
   if not rows:
-    raise ValueError(f"{model_dir}/metrics.jsonl has no evaluation.")
+    raise ValueError(f"{path} has no evaluation.")
   scored = [r for r in rows if best_metric in r]
   if not scored:
     return rows[-1]
@@ -85,7 +95,9 @@ def cell_result(cell: Cell) -> dict:
       metrics = json.load(f)
   else:
     best = dict(last.bindings).get("BEST_METRIC")
-    metrics = best_eval(last.model_dir, best and best.strip("'\""))
+    metrics = best_eval(last.model_dir, best and best.strip("'\""),
+                        last.done_file if last.done_file.endswith(".jsonl") else
+                        "metrics.jsonl")
   return {"grid": cell.grid, "cell": cell.name, "coords": dict(cell.coords),
           "seed": cell.seed, "metrics": metrics}
 
@@ -104,7 +116,8 @@ def unfinished(cells: Sequence[Cell]) -> list[tuple[Cell, list[Run]]]:
 
 def signature(run: Run) -> str:
   """What a run computes: its gin files and bindings, MODEL_DIR aside."""
-  return json.dumps([list(run.gin_files), sorted(run.bindings), run.done_file])
+  return json.dumps([list(run.gin_files), sorted(run.bindings), sorted(run.grid_bindings),
+                     run.done_file])
 
 
 def finished_runs(cells: Iterable[Cell]) -> dict[str, str]:
@@ -118,24 +131,13 @@ def finished_runs(cells: Iterable[Cell]) -> dict[str, str]:
   return out
 
 
-def _link_or_copy(source: str, target: str) -> None:
-  # Text results are copied (a later write to one must not change the other); checkpoint
-  # files, written once, are hard-linked: no bytes copied.
-  if source.endswith((".json", ".jsonl", ".gin", ".txt", ".tsv", ".csv")):
-    shutil.copy2(source, target)
-    return
-  try:
-    os.link(source, target)
-  except OSError as e:
-    if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-      raise
-    shutil.copy2(source, target)
-
-
 def reuse(source: str, model_dir: str) -> None:
-  """MODEL_DIR <- a finished identical run's folder (without its cell.json)."""
-  shutil.copytree(source, model_dir, copy_function=_link_or_copy,
-                  ignore=shutil.ignore_patterns("cell.json"))
+  """MODEL_DIR <- a copy of a finished identical run's folder (without its cell.json).
+
+  A copy, never hard links: continuing or re-evaluating the reused run must not write
+  into the original run's files (root ignores read-only bits, so links cannot be made
+  safe). Local roots only, where runs are small enough to copy."""
+  shutil.copytree(source, model_dir, ignore=shutil.ignore_patterns("cell.json"))
 
 
 def run_cells(cells: Sequence[Cell], *, flags: Sequence[str] = (),
@@ -185,7 +187,12 @@ def load_results(root: str, grid: str) -> list[dict]:
   out = []
   for path in paths:
     with gfile.GFile(path) as f:
-      out.append(json.load(f))
+      text = f.read()
+    try:
+      out.append(json.loads(text))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is not valid JSON ({e.msg}): delete it and `run` the cell "
+                       f"again (its runs are kept and not re-run).") from None
   return out
 
 

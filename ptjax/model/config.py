@@ -29,8 +29,18 @@ class T5Config:
     dropout_rate: T5X's single rate, applied after the embedding, inside and after
       each sub-block, on attention weights and after the final norm. 0 disables.
     dtype: activation dtype ('float32' on CPU, 'bfloat16' on accelerators); params
-      are always float32.
-    float32_attention_logits: compute attention logits/softmax in float32.
+      are always float32. Attention biases, logits + bias, softmax and RMSNorm stay
+      float32 whatever this is (see `layers`), so masks never meet a half dtype.
+      'float16' is refused: its range (max 65504) is too small for T5 1.1's
+      feed-forward activations, which exceed it in pre-trained checkpoints (the T5
+      authors ran every experiment in bfloat16; HF transformers #5651 / #9295 record
+      the overflow in `wo`), and the usual patches (clamping to 65504 - 1000, a float32
+      `wo`) change results without making them trustworthy. bfloat16 costs the same
+      memory and keeps float32's range. Measured on padded batches of the shipped
+      mini model (tests/model/test_half_precision.py): bfloat16 logits within 0.1 of
+      float32, greedy tokens and rank choices identical.
+    float32_attention_logits: compute q.k in float32 (bias and softmax are float32
+      either way).
     layer_norm_epsilon: RMSNorm epsilon.
     remat_policy: 'none', 'full' (recompute every layer in the backward pass) or
       'minimal' (save matmul outputs only); same parameter tree either way.
@@ -63,7 +73,15 @@ class T5Config:
     if self.remat_policy not in ("none", "full", "minimal"):
       raise ValueError(
           f"T5Config.remat_policy={self.remat_policy!r}; use 'none', 'full' or 'minimal'.")
-    jnp.dtype(self.dtype)  # Raises early on a misspelt dtype.
+    try:
+      dtype = jnp.dtype(self.dtype)
+    except TypeError:
+      raise ValueError(f"T5Config.dtype={self.dtype!r} is not a dtype; use 'float32' (CPU) "
+                       f"or 'bfloat16' (TPU / GPU).") from None
+    if dtype == jnp.float16:
+      raise ValueError(FLOAT16_REFUSAL)
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f"DROPOUT_RATE={self.dropout_rate!r} must be in [0, 1).")
 
   @property
   def activation_dtype(self):
@@ -72,6 +90,9 @@ class T5Config:
   def replace(self, **changes) -> "T5Config":
     return dataclasses.replace(self, **changes)
 
+
+FLOAT16_REFUSAL = ("T5Config.dtype='float16': float16 overflows T5 1.1's feed-forward "
+                   "activations; use 'bfloat16' (same memory, float32's range).")
 
 # Names T5X uses in `mlp_activations`; 'gelu' is the tanh approximation (T5 1.1).
 ACTIVATIONS = ("gelu", "relu", "linear", "silu", "swish")

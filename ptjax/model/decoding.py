@@ -15,7 +15,10 @@ import jax.numpy as jnp
 
 Array = jax.Array
 StepFn = Callable[[Array, Any], tuple[Array, Any]]
-NEG_INF = -1.0e7  # Log-probability of an impossible candidate.
+# Log-probability of an impossible candidate. Only ever meets float32: the step's logits
+# are cast to float32 before any filter, log-softmax or score (finite there, and in
+# bfloat16; it would be -inf in float16, whose max is 65504).
+NEG_INF = -1.0e7
 
 
 def brevity_penalty(alpha: float, length: Array) -> Array:
@@ -24,13 +27,15 @@ def brevity_penalty(alpha: float, length: Array) -> Array:
 
 
 def _top_k_mask(logits: Array, k: int) -> Array:
-  """Keeps the k largest logits per row ([batch, vocab]); others -> NEG_INF."""
+  """Keeps the k largest logits per row ([batch, vocab]); others -> NEG_INF (float32)."""
+  logits = logits.astype(jnp.float32)
   kth = jax.lax.top_k(logits, k)[0][:, -1:]
   return jnp.where(logits < kth, NEG_INF, logits)
 
 
 def _top_p_mask(logits: Array, p: float) -> Array:
-  """Nucleus filter: keeps the smallest prefix of sorted tokens with mass >= p."""
+  """Nucleus filter: keeps the smallest prefix of sorted tokens with mass >= p (float32)."""
+  logits = logits.astype(jnp.float32)
   sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
   probs = jax.nn.softmax(sorted_logits, axis=-1)
   mass_before = jnp.cumsum(probs, axis=-1) - probs

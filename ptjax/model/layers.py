@@ -4,6 +4,15 @@ Every parameter is created through `nn.with_logical_partitioning`, so
 `nn.get_partition_spec` of an initialised tree names its logical axes
 (vocab, embed, joined_kv, mlp, heads, relpos_buckets). Parameters are float32;
 computation runs in the module's `dtype`.
+
+Half-precision policy (bfloat16 activations; float16 is refused by `T5Config`):
+every constant and reduction whose range or precision matters stays float32 whatever
+the activation dtype: RMSNorm's mean of squares, the attention bias (mask + relative
+position), the attention logits once the bias is added, and the softmax. Only the
+softmax's output probabilities are cast to the activation dtype, for the product with
+the values. `NEG_INF` is therefore only ever added in float32, where it is finite in
+any sum with a logit, so a fully masked row (a padded query) gets uniform, finite
+weights instead of NaN, and masked keys get weight exactly 0 in every other row.
 """
 
 import functools
@@ -17,7 +26,8 @@ import numpy as np
 from ptjax.model.config import ACTIVATIONS
 
 Array = jax.Array
-NEG_INF = -1e10  # Added to masked attention logits (T5X's value).
+NEG_INF = -1e10  # Added to masked attention logits (T5X's value); float32 only.
+BIAS_DTYPE = jnp.float32  # Attention biases, logits + bias and the softmax.
 KVCache = tuple[Array, Array]
 
 
@@ -120,7 +130,8 @@ class RelativePositionBiases(nn.Module):
   @nn.compact
   def __call__(self, query_length: int, key_length: int,
                query_position: Optional[Array] = None) -> Array:
-    """Position bias [1, heads, query, key] added to attention logits.
+    """Position bias [1, heads, query, key] added to attention logits; float32 whatever
+    `dtype` (the policy in the module docstring).
 
     With `query_position` (a traced scalar, cached decoding) the single query sits at
     that position among `key_length` keys: returns [1, heads, 1, key].
@@ -136,12 +147,16 @@ class RelativePositionBiases(nn.Module):
           key_length, key_length, self.bidirectional, self.num_buckets, self.max_distance))
       buckets = jax.lax.dynamic_slice_in_dim(full, query_position, 1, axis=0)
     bias = jnp.take(table, buckets, axis=1)  # [heads, query, key]
-    return bias[None].astype(self.dtype)
+    return bias[None].astype(BIAS_DTYPE)
 
 
-def attention_bias(mask: Array, dtype=jnp.float32) -> Array:
-  """Boolean mask [batch, 1, q, k] -> additive bias (0 where attended, -1e10 elsewhere)."""
-  return jnp.where(mask, 0.0, NEG_INF).astype(dtype)
+def attention_bias(mask: Array) -> Array:
+  """Boolean mask [batch, 1, q, k] -> float32 additive bias (0 where attended, NEG_INF
+  elsewhere).
+
+  Always float32: -1e10 is -inf in float16, and a row of -inf softmaxes to NaN.
+  """
+  return jnp.where(mask, 0.0, NEG_INF).astype(BIAS_DTYPE)
 
 
 class MultiHeadAttention(nn.Module):
@@ -179,10 +194,14 @@ class MultiHeadAttention(nn.Module):
     return constrain(y, ("batch", "length", "heads", "kv"))
 
   def _attend(self, q, k, v, bias, enable_dropout):
-    """q: [b, q, h, d], k/v: [b, k, h, d], bias: broadcastable to [b, h, q, k]."""
+    """q: [b, q, h, d], k/v: [b, k, h, d], bias: broadcastable to [b, h, q, k].
+
+    `float32_logits` decides only the precision of q.k; the bias is added and the
+    softmax taken in float32 either way (masks must not meet a half dtype).
+    """
     if self.float32_logits:
       q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias.astype(q.dtype)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(BIAS_DTYPE) + bias.astype(BIAS_DTYPE)
     weights = jax.nn.softmax(logits).astype(self.dtype)
     weights = self.dropout(weights, deterministic=not enable_dropout)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v.astype(self.dtype))

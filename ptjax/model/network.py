@@ -155,7 +155,7 @@ class Encoder(nn.Module):
     length = embeddings.shape[1]
     x = self.dropout(embeddings, deterministic=not enable_dropout)
     x = constrain(x, ("batch", "length", "embed"))
-    bias = (attention_bias(mask[:, None, :, None] & mask[:, None, None, :], x.dtype)
+    bias = (attention_bias(mask[:, None, :, None] & mask[:, None, None, :])
             + self.relpos_bias(length, length))
     for layer in self.layers:
       x = layer(x, bias, enable_dropout)
@@ -201,9 +201,8 @@ class Decoder(nn.Module):
     y = self.dropout(y, deterministic=not enable_dropout)
     causal = jnp.tril(jnp.ones((length, length), bool))
     self_mask = causal[None, None] & valid[:, None, :, None] & valid[:, None, None, :]
-    self_bias = attention_bias(self_mask, y.dtype) + self.relpos_bias(length, length)
-    cross_bias = attention_bias(valid[:, None, :, None] & (encoder_mask > 0)[:, None, None, :],
-                                y.dtype)
+    self_bias = attention_bias(self_mask) + self.relpos_bias(length, length)
+    cross_bias = attention_bias(valid[:, None, :, None] & (encoder_mask > 0)[:, None, None, :])
     for layer in self.layers:
       y = layer(y, encoded, self_bias, cross_bias, enable_dropout)
     return self._logits(y, enable_dropout)
@@ -225,9 +224,9 @@ class Decoder(nn.Module):
     max_length = cache["layers_0"]["self"][0].shape[1]
     y = self.embedder(tokens)
     seen = jnp.arange(max_length) <= position
-    self_bias = (attention_bias(seen[None, None, None, :], y.dtype)
+    self_bias = (attention_bias(seen[None, None, None, :])
                  + self.relpos_bias(1, max_length, query_position=position))
-    cross_bias = attention_bias((encoder_mask > 0)[:, None, None, :], y.dtype)
+    cross_bias = attention_bias((encoder_mask > 0)[:, None, None, :])
     new_cache = {"position": position + 1}
     for i, layer in enumerate(self.layers):
       y, new_cache[f"layers_{i}"] = layer.decode_step(

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import safetensors.numpy
 
+from ptjax import files  # Whole-file writes; imports nothing of ptjax.
 
 
 class PromptFileError(ValueError):
@@ -21,71 +22,109 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 
 def save_npy(prompt, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  np.save(path, np.asarray(prompt, np.float32), allow_pickle=False)
+  """[P, d] float32 .npy, written whole (temp file + rename: ptjax.files)."""
+  files.save_npy(path, np.asarray(prompt, np.float32))
   return path
 
 
 def save_peft(prompt, folder: str, *, num_layers: int, num_heads: int,
               base_model: str = "") -> str:
+  """A PEFT prompt-tuning adapter folder; each file written whole."""
   prompt = np.ascontiguousarray(np.asarray(prompt, np.float32))
-  os.makedirs(folder, exist_ok=True)
-  safetensors.numpy.save_file({"prompt_embeddings": prompt},
-                              os.path.join(folder, ADAPTER_WEIGHTS))
+  with files.atomic_path(os.path.join(folder, ADAPTER_WEIGHTS)) as tmp:
+    safetensors.numpy.save_file({"prompt_embeddings": prompt}, tmp)
   config = {"peft_type": "PROMPT_TUNING", "task_type": "SEQ_2_SEQ_LM",
             "num_virtual_tokens": prompt.shape[0], "token_dim": prompt.shape[1],
             "num_transformer_submodules": 1, "num_attention_heads": num_heads,
             "num_layers": num_layers, "prompt_tuning_init": "RANDOM",
             "base_model_name_or_path": base_model, "inference_mode": True}
-  with open(os.path.join(folder, ADAPTER_CONFIG), "w") as f:
-    json.dump(config, f, indent=2)
+  files.write_json(os.path.join(folder, ADAPTER_CONFIG), config, indent=2)
   return folder
 
 
-def _latest_run_checkpoint(path: str):
-  """`MODEL_DIR`, `MODEL_DIR/checkpoints` or one `<step>` folder of a ptjax run."""
+def _run_checkpoints_folder(path: str):
+  """(checkpoints folder, None) for `MODEL_DIR` or `MODEL_DIR/checkpoints`; (None, step
+  folder) for one `<step>` folder of a ptjax run; (None, None) otherwise."""
   for candidate in (os.path.join(path, "checkpoints"), path):
-    steps = sorted((int(n) for n in os.listdir(candidate) if n.isdigit()), reverse=True) \
-        if os.path.isdir(candidate) else []
-    if steps:
-      return os.path.join(candidate, str(steps[0]))
+    if os.path.isdir(candidate) and any(n.isdigit() for n in os.listdir(candidate)):
+      return candidate, None
   if os.path.isdir(os.path.join(path, "default")):
-    return path
-  return None
+    return None, path
+  return None, None
+
+
+def _prompt_of(tree, where: str) -> np.ndarray:
+  try:
+    return np.asarray(tree["trainable"]["prompt"]["prompt"], np.float32)
+  except (KeyError, TypeError):
+    raise PromptFileError(f"{where} is a ptjax run checkpoint without a prompt "
+                          f"(a model-tuning run?).") from None
+
+
+def _load_run_prompt(folder, step_folder) -> np.ndarray:
+  """The prompt of a run's newest readable checkpoint (an unreadable newer one is skipped
+  with one line), or of one step folder."""
+  from ptjax.checkpoints.train_state import restore_newest, restore_step_folder
+  if step_folder is not None:
+    return _prompt_of(restore_step_folder(step_folder), step_folder)
+  step, tree = restore_newest(folder, restore_step_folder, then="using")
+  return _prompt_of(tree, os.path.join(folder, str(step)))
+
+
+def _load_peft(path: str) -> np.ndarray:
+  weights = os.path.join(path, ADAPTER_WEIGHTS)
+  config_path = os.path.join(path, ADAPTER_CONFIG)
+  if not os.path.exists(weights):
+    raise PromptFileError(f"{path}: no {ADAPTER_WEIGHTS}; expected a PEFT prompt-tuning "
+                          f"adapter folder or a .npy file.")
+  if not os.path.exists(config_path):
+    raise PromptFileError(
+        f"{config_path} is missing: a PEFT adapter folder needs it beside {ADAPTER_WEIGHTS} "
+        f"(peft_type PROMPT_TUNING, num_virtual_tokens); copy the whole folder written by "
+        f"save_pretrained.")
+  try:
+    with open(config_path) as f:
+      config = json.load(f)
+  except ValueError as e:
+    raise PromptFileError(f"{config_path} is not valid JSON ({e}); copy it again.") from None
+  if not isinstance(config, dict):
+    raise PromptFileError(f"{config_path} is not a JSON object.")
+  if config.get("peft_type") != "PROMPT_TUNING":
+    raise PromptFileError(f"{path}: peft_type {config.get('peft_type')!r} is not "
+                          f"PROMPT_TUNING.")
+  try:
+    tensors = safetensors.numpy.load_file(weights)
+  except Exception as e:  # safetensors' SafetensorError is no ValueError.
+    size = os.path.getsize(weights)
+    raise PromptFileError(
+        f"{weights} is truncated or not a safetensors file ({size:,} bytes; "
+        f"{' '.join(str(e).split())}); copy it again.") from None
+  if "prompt_embeddings" not in tensors:
+    raise PromptFileError(f"{weights} has no 'prompt_embeddings' tensor (it holds "
+                          f"{', '.join(sorted(tensors)) or 'nothing'}).")
+  prompt = tensors["prompt_embeddings"]
+  if config.get("num_transformer_submodules", 1) != 1:
+    if "num_virtual_tokens" not in config:
+      raise PromptFileError(f"{config_path} has no num_virtual_tokens.")
+    # PEFT's seq2seq default also prompts the decoder; its first P rows are the encoder's.
+    prompt = prompt[:config["num_virtual_tokens"]]
+  return np.asarray(prompt, np.float32)
 
 
 def load_prompt(path: str) -> np.ndarray:
   """[P, embed] float32 from a .npy file, a PEFT prompt-tuning adapter folder or a ptjax
-  run (MODEL_DIR, its checkpoints/ folder or one step folder; newest step)."""
-  run = _latest_run_checkpoint(path) if os.path.isdir(path) else None
-  if run is not None and not os.path.exists(os.path.join(path, ADAPTER_WEIGHTS)):
-    import orbax.checkpoint as ocp  # Only for run checkpoints.
-    tree = ocp.StandardCheckpointer().restore(os.path.join(run, "default"))
-    try:
-      return np.asarray(tree["trainable"]["prompt"]["prompt"], np.float32)
-    except (KeyError, TypeError):
-      raise PromptFileError(f"{run} is a ptjax run checkpoint without a prompt "
-                            f"(a model-tuning run?).") from None
+  run (MODEL_DIR, its checkpoints/ folder or one step folder; newest readable step)."""
+  if os.path.isdir(path) and not os.path.exists(os.path.join(path, ADAPTER_WEIGHTS)):
+    folder, step_folder = _run_checkpoints_folder(path)
+    if folder is not None or step_folder is not None:
+      return _load_run_prompt(folder, step_folder)
   if os.path.isdir(path):
-    weights = os.path.join(path, ADAPTER_WEIGHTS)
-    if not os.path.exists(weights):
-      raise PromptFileError(f"{path}: no {ADAPTER_WEIGHTS}; expected a PEFT prompt-tuning "
-                            f"adapter folder or a .npy file.")
-    with open(os.path.join(path, ADAPTER_CONFIG)) as f:
-      config = json.load(f)
-    if config.get("peft_type") != "PROMPT_TUNING":
-      raise PromptFileError(f"{path}: peft_type {config.get('peft_type')!r} is not "
-                            f"PROMPT_TUNING.")
-    prompt = safetensors.numpy.load_file(weights)["prompt_embeddings"]
-    if config.get("num_transformer_submodules", 1) != 1:
-      # PEFT's seq2seq default also prompts the decoder; its first P rows are the encoder's.
-      prompt = prompt[:config["num_virtual_tokens"]]
-    return np.asarray(prompt, np.float32)
+    return _load_peft(path)
   if not os.path.exists(path):
     raise PromptFileError(f"Prompt file {path} does not exist.")
   try:
     prompt = np.load(path, allow_pickle=False)
-  except ValueError as e:
+  except (ValueError, EOFError, OSError) as e:
     raise PromptFileError(f"Prompt file {path} is not a .npy array ({e}).") from None
   if prompt.ndim != 2:
     raise PromptFileError(f"Prompt file {path} has shape {prompt.shape}; expected [P, embed].")

@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ptjax import prompts
+from ptjax import files, prompts
 from ptjax.data import catalog, metrics as metrics_lib, pipeline
 from ptjax.model import T5Config, inference
-from ptjax.train import optim, partitioning, runs, utils
+from ptjax.train import gin_utils, optim, partitioning, runs, utils
 from ptjax.train.state import TrainState
 from ptjax.train.step import LossConfig, build_steps
 
@@ -31,11 +31,39 @@ from ptjax.train.step import LossConfig, build_steps
 @dataclasses.dataclass(frozen=True)
 class PromptDesign:
   """The paper's "prompt design" baseline: no training; every input is preceded by an
-  instruction and `num_shots` solved examples drawn (seeded) from the train split."""
+  instruction and `num_shots` solved examples drawn (seeded) from the train split.
+
+  `separator` goes between the instruction, each shot and the input. The default ' ;; ' is
+  a visible token sequence ('▁', ';', ';' in both T5's vocabulary and the mini world's,
+  where ';' is a whole piece) that decodes back to itself and that task texts hardly ever
+  contain. A newline cannot separate: SentencePiece normalises whitespace, so in both
+  vocabularies '\\n' encodes exactly like a space and the shots would run together. Any
+  separator can be set (gin: `evaluation.PromptDesign.separator`); one that tokenizes like
+  a space (other than ' ' itself) or into unknown pieces is refused when the inputs are
+  built (`check_separator`).
+  """
   instruction: str = ""
   num_shots: int = 0
   seed: int = 0
-  separator: str = "\n"
+  separator: str = " ;; "
+
+  def check_separator(self, vocab, task_name: str) -> None:
+    """ValueError when `separator` does not survive `vocab`'s tokenisation: it encodes
+    like a space (e.g. '\\n'), or into the unknown piece."""
+    separator = self.separator
+    if separator != " " and list(vocab.encode(f"a{separator}b")) == list(vocab.encode("a b")):
+      raise ValueError(
+          f"PromptDesign separator {separator!r} tokenizes exactly like a space in "
+          f"{task_name}'s vocabulary (SentencePiece normalises whitespace): the instruction, "
+          f"shots and input would run together. Use a visible separator, e.g. the default "
+          f"{PromptDesign.separator!r} (--gin.evaluation.PromptDesign.separator=\"' ;; '\"), "
+          f"or ' ' to mean a space.")
+    unk = getattr(vocab, "unk_id", None)
+    if unk is not None and unk in vocab.encode(separator):
+      raise ValueError(
+          f"PromptDesign separator {separator!r} has characters {task_name}'s vocabulary "
+          f"does not know (it reads back as {vocab.decode(list(vocab.encode(separator)))!r}). "
+          f"Use characters of the vocabulary, e.g. the default {PromptDesign.separator!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +125,11 @@ class Evaluator:
     self.options = {task.name: self._options(task) for task in self.tasks}
 
   def _options(self, task) -> Optional[np.ndarray]:
+    """The label words as target rows (rank classification), or None. Whenever the labels
+    are known, each must fit the targets length with EOS, rank classification or not: a
+    shorter length would train and decode truncated labels."""
     labels = catalog.labels_of(task.name)
-    if not self.rank or labels is None:
+    if labels is None:
       return None
     vocab = task.output_features["targets"].vocabulary
     options = np.zeros((len(labels), self.lengths["targets"]), np.int32)
@@ -110,12 +141,12 @@ class Evaluator:
         # Truncated options would rank label prefixes, not the labels the task is scored on.
         raise ValueError(
             f"Label {label!r} of {task.name} is {len(ids)} target tokens with EOS, more than "
-            f"TASK_FEATURE_LENGTHS['targets'] = {self.lengths['targets']}: rank "
-            f"classification would score a truncated label. Raise it, e.g. "
+            f"TASK_FEATURE_LENGTHS['targets'] = {self.lengths['targets']}: training, decoding "
+            f"and rank classification would see a truncated label. Raise it, e.g. "
             f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': {self.lengths['inputs']}, "
             f"'targets': {max(len(first) + len(vocab.encode(l)) + 1 for l in labels)}}}\".")
       options[i, :len(ids)] = ids
-    return options
+    return options if self.rank else None
 
   def _global(self, batch: dict) -> dict:
     local = self.batch_size // jax.process_count()
@@ -157,14 +188,37 @@ class Evaluator:
               for ex, t, s in zip(examples, texts, scores)]
     return results, rows
 
-  def run_pass(self, state: TrainState, step: int, out_dir: str) -> dict[str, float]:
-    """Metrics of every task; for a mixture, names are '<task>/<metric>'."""
+  def metric_names(self) -> set[str]:
+    """The names `run_pass` returns (for BEST_METRIC, checked before training): the task's
+    metrics of its first example scored against itself."""
+    names = set()
+    prefixes = [""] if len(self.tasks) == 1 else [f"{t.name}/" for t in self.tasks]
+    for task, prefix in zip(self.tasks, prefixes):
+      found = {"loss"}
+      examples = self.examples[task.name][:1]
+      if self.decode and examples:
+        found |= set(score_texts(task, examples,
+                                 [as_text(examples[0]["targets_pretokenized"])]))
+      names |= {prefix + n for n in found}
+    if len(self.tasks) > 1 and self.decode:
+      names.add("average_score")
+    return names
+
+  def run_pass(self, state: TrainState, step: int, out_dir: str,
+               keep_best: bool = True) -> dict[str, float]:
+    """Metrics of every task; for a mixture, names are '<task>/<metric>'. A non-finite
+    metric is an error (nothing is written): a result is never NaN."""
     variables = optim.merge(state.trainable, self.setup.frozen)
     merged, quality = {}, {}
     for task in self.tasks:
       results, rows = self._task_pass(task, state, variables)
+      bad = sorted(k for k, v in results.items() if not np.isfinite(v))
+      if bad:
+        raise ValueError(f"evaluation of {task.name} at step {step:,}: {', '.join(bad)} "
+                         f"not finite (half precision overflow, or a diverged prompt); "
+                         f"nothing was written.")
       if jax.process_index() == 0:
-        _write(os.path.join(out_dir, task.name), step, self.split, results, rows)
+        _write(os.path.join(out_dir, task.name), step, self.split, results, rows, keep_best)
       prefix = "" if len(self.tasks) == 1 else f"{task.name}/"
       merged.update({prefix + k: v for k, v in results.items()})
       scores = {k: v for k, v in results.items() if k not in ("loss", "illegal_predictions")}
@@ -181,7 +235,9 @@ class Evaluator:
 
 def score_texts(task, examples: Sequence[Mapping], texts: Sequence[str]) -> dict[str, float]:
   """The task's metrics of predicted `texts` (one per example, before postprocessing),
-  plus `illegal_predictions` (not one of the labels) for classification tasks."""
+  plus `illegal_predictions` for classification tasks: predictions whose postprocessed form
+  is not one of the postprocessed label words (`catalog.legal_predictions`; judged after
+  the task's postprocessor, as the metrics are)."""
   post = task.postprocess_fn or (lambda x, **_: x)
   targets = [post(as_text(ex["targets_pretokenized"]), example=ex, is_target=True)
              for ex in examples]
@@ -189,34 +245,42 @@ def score_texts(task, examples: Sequence[Mapping], texts: Sequence[str]) -> dict
   results = {}
   for fn in task.predict_metric_fns:
     results.update({k: float(v) for k, v in fn(targets, predictions).items()})
-  labels = catalog.labels_of(task.name)
-  if labels is not None:
-    results["illegal_predictions"] = float(metrics_lib.count_illegal(texts, labels))
+  if catalog.labels_of(task.name) is not None:
+    results["illegal_predictions"] = float(sum(
+        metrics_lib.count_illegal([p], catalog.legal_predictions(task, ex))
+        for p, ex in zip(predictions, examples)))
   return results
 
 
-def _write(folder: str, step: int, split: str, results: dict, rows: list):
-  os.makedirs(folder, exist_ok=True)
-  with open(os.path.join(folder, f"step_{step}.jsonl"), "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-  with open(os.path.join(folder, f"step_{step}.metrics.json"), "w") as f:
-    json.dump({"step": step, "split": split, **results}, f)
+def _write(folder: str, step: int, split: str, results: dict, rows: list,
+           keep_best: bool = True):
+  """Predictions, metrics and (`keep_best`: training's evaluations) best.json of one pass,
+  each written whole (ptjax.files)."""
+  files.write_text(os.path.join(folder, f"step_{step}.jsonl"),
+                   "".join(json.dumps(r) + "\n" for r in rows))
+  files.write_json(os.path.join(folder, f"step_{step}.metrics.json"),
+                   {"step": step, "split": split, **results})
+  if not keep_best:
+    return
   path = os.path.join(folder, "best.json")
-  best = json.load(open(path)) if os.path.exists(path) else {}
+  best = files.read_json(path) if os.path.exists(path) else {}
   for name, value in results.items():
     old = best.get(name)
     if old is None or (value < old["value"] if metrics_lib.lower_is_better(name)
                        else value > old["value"]):
       best[name] = {"value": value, "step": step}
-  with open(path, "w") as f:
-    json.dump(best, f, indent=1)
+  files.write_json(path, best, indent=1)
 
 
 def _with_demonstrations(task, examples: list, design: PromptDesign,
                          lengths: Mapping[str, int]) -> list:
   """Prepends the instruction and K train examples (inputs target) to every input,
-  keeping the end (the example itself and EOS) when it does not fit."""
+  each followed by the design's separator, keeping the end (the example itself and EOS)
+  when it does not fit. A separator the task's vocabulary would read as a space (SentencePiece
+  turns '\\n' into one) or as unknown pieces is a ValueError."""
   vocab = task.output_features["inputs"].vocabulary
+  if design.instruction or design.num_shots:
+    design.check_separator(vocab, task.name)
   shots = []
   if design.num_shots:
     # Shots come from the first 1,000 train examples: enough to sample from, and cheap.
@@ -277,8 +341,13 @@ def evaluate(*, model_dir: str, model_config: T5Config, dataset_cfg: utils.Datas
   run, state, steps = _frozen_run(model_config, restore_checkpoint_cfg, prompt, model_dir,
                                   partitioner)
   evaluator_ = Evaluator(run, steps, dataset_cfg, evaluator, prompt_design)
-  results = evaluator_.run_pass(state, 0, os.path.join(model_dir, output_subdir))
-  runs.MetricLog(model_dir).scalars(output_subdir, 0, results)  # As during training.
+  if jax.process_index() == 0:  # Its own config, never the training run's config.gin.
+    gin_utils.write_config(os.path.join(model_dir, output_subdir, "config.gin"))
+  out = os.path.join(model_dir, output_subdir)
+  # Its own files only: a training run in MODEL_DIR keeps its best.json and metrics.jsonl.
+  results = evaluator_.run_pass(state, 0, out, keep_best=False)
+  runs.MetricLog(model_dir, os.path.join(out, "metrics.jsonl")).scalars(output_subdir, 0,
+                                                                        results)
   if jax.process_index() == 0:
     print(json.dumps({"task": dataset_cfg.mixture_or_task_name, "split": dataset_cfg.split,
                       **results}), flush=True)

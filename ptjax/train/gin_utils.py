@@ -35,6 +35,7 @@ DEFAULTS = os.path.join(GIN_DIR, "defaults.gin")
 # file sets VOCABULARY, MODEL_CHECKPOINT_PATH, ... for the runs that need them).
 _LIBRARY = (DEFAULTS, os.path.join(GIN_DIR, "models") + os.sep)
 _BINDINGS = "--gin_bindings"
+_IF_READ = "--gin_bindings_if_read"
 # Why one of ptjax's own settings may go unread, when that is not obvious.
 _UNREAD_HINTS = {
     "VOCAB_PATH": "it sets the gin VOCABULARY, which only text-file tasks and vocabulary-based "
@@ -132,12 +133,13 @@ _BIND_PARAMETER = gin_config.bind_parameter
 
 
 def parse(files: Sequence[str], bindings: Sequence[str],
-          search_paths: Sequence[str] = ()) -> dict:
+          search_paths: Sequence[str] = (), bindings_if_read: Sequence[str] = ()) -> dict:
   """Parses defaults + `files` + `bindings`, checks every user setting is read, finalizes.
 
   Returns {binding key: source file or '--gin_bindings'}. Raises GinConfigError (one line)
   for a file not found, an unknown configurable (with ptjax's name for a T5X one), a
-  setting nothing reads, or a macro that is used but set nowhere."""
+  setting nothing reads, or a macro that is used but set nowhere. `bindings_if_read` come
+  last and may go unread (a grid-wide setting that some runs of the grid do not use)."""
   reader = _Reader(list(search_paths))
   saved_readers = list(gin_config._FILE_READERS)
   saved_prefixes = list(gin_config._LOCATION_PREFIXES)
@@ -148,6 +150,9 @@ def parse(files: Sequence[str], bindings: Sequence[str],
     for path in [DEFAULTS, *files]:
       _parse_or_explain(lambda: gin.parse_config_file(path))
     _parse_or_explain(lambda: gin.parse_config(list(bindings)))
+    reader.stack.append(_IF_READ)
+    _parse_or_explain(lambda: gin.parse_config(list(bindings_if_read)))
+    reader.stack.pop()
   finally:
     gin_config._FILE_READERS[:] = saved_readers
     gin_config._LOCATION_PREFIXES[:] = saved_prefixes
@@ -224,12 +229,13 @@ def check_read(origin: dict) -> None:
   defaults and model files may set what a run does not need."""
   read = _reachable()
   user = [(key, source) for key, source in origin.items() if not source.startswith(_LIBRARY)]
+  optional = {key for key, source in user if source == _IF_READ}
   for key, source in user:  # Refusals first: they explain what else goes unread.
     refusal = t5x_names.refused(_name(key))
     if refusal:
       raise GinConfigError(f"{_name(key)} (set by {_where(source)}): {refusal}.")
   for key, source in user:
-    if key not in read:
+    if key not in read and key not in optional:
       hint = t5x_names.hint(_name(key)) or _UNREAD_HINTS.get(_name(key))
       raise GinConfigError(
           f"{_name(key)} (set by {_where(source)}) is not read by this run: " +
@@ -237,9 +243,17 @@ def check_read(origin: dict) -> None:
            "T5X's names and ptjax's)") + ".")
 
 
+def write_config(path: str) -> None:
+  """The run's whole gin config (defaults included), written whole: what reproduces it."""
+  from ptjax import files  # pylint: disable=g-import-not-at-top
+  files.write_text(path, gin.config_str())
+
+
 def _where(source: str) -> str:
   if source == _BINDINGS:
     return "a --gin binding"
+  if source == _IF_READ:
+    return "a --gin_bindings_if_read binding"
   if source.startswith(GIN_DIR + os.sep):
     return "ptjax's gin/" + os.path.relpath(source, GIN_DIR)
   return os.path.relpath(source)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import optax
 
-from ptjax import prompts
+from ptjax import files, prompts
 from ptjax.checkpoints import load_checkpoint
 from ptjax.model import T5, T5Config, init_params, param_axes
 from ptjax.train import optim, partitioning
@@ -92,17 +92,18 @@ def init_state(run: Run, optimizer: optax.GradientTransformation,
 class MetricLog:
   """Progress lines on stdout and JSONL + TensorBoard scalars in MODEL_DIR (host 0 only)."""
 
-  def __init__(self, model_dir: str):
+  def __init__(self, model_dir: str, path: Optional[str] = None):
+    """`path`: the JSONL file (default MODEL_DIR/metrics.jsonl; a standalone eval keeps its
+    own, so it never adds rows to a training run's)."""
     self.enabled = jax.process_index() == 0
-    self.path = os.path.join(model_dir, "metrics.jsonl")
+    self.path = path or os.path.join(model_dir, "metrics.jsonl")
     self._writers = {}
     self._model_dir = model_dir
 
   def scalars(self, kind: str, step: int, values: Mapping[str, float]):
     if not self.enabled:
       return
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+    files.append_line(self.path, json.dumps({"kind": kind, "step": step, **values}))
     import tensorflow as tf  # Heavy; TensorBoard event files only.
     if kind not in self._writers:
       self._writers[kind] = tf.summary.create_file_writer(os.path.join(self._model_dir, kind))

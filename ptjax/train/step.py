@@ -174,9 +174,16 @@ def build_steps(model, optimizer: optax.GradientTransformation, mesh: Mesh,
     else:
       grads, metrics = accumulated_grads(state.trainable, frozen, batch, rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
-    new = state.replace(step=state.step + 1, trainable=optax.apply_updates(state.trainable, updates),
-                        opt_state=opt_state)
-    return new, metrics
+    trainable = optax.apply_updates(state.trainable, updates)
+    # The finite guard: a step whose loss or new variables are not finite keeps the previous
+    # variables and optimizer state and says so (`nonfinite`); the trainer stops at its next
+    # sync point, so nothing non-finite is ever saved (trainer.FiniteGuard).
+    finite = jnp.isfinite(metrics["loss"]) & jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trainable)]))
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new = state.replace(step=state.step + 1, trainable=keep(trainable, state.trainable),
+                        opt_state=keep(opt_state, state.opt_state))
+    return new, {**metrics, "nonfinite": jnp.logical_not(finite).astype(jnp.int32)}
 
   def eval_step(state: TrainState, frozen: Any, batch: Batch):
     return _loss(model, loss_config, state.trainable, frozen, batch, None)[1]

@@ -7,7 +7,6 @@ checkpoint, metrics. Resumes automatically from the newest checkpoint in MODEL_D
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, Optional, Sequence
@@ -16,13 +15,13 @@ import jax
 import numpy as np
 import optax
 
-from ptjax import console, prompts
+from ptjax import console, files, prompts
 from ptjax.checkpoints import checkpoint_step
 from ptjax.checkpoints.t5x import save_t5x
 from ptjax.checkpoints.train_state import RunCheckpoints
 from ptjax.data import metrics as metrics_lib, pipeline
 from ptjax.model import T5Config
-from ptjax.train import evaluation, optim, partitioning, utils
+from ptjax.train import evaluation, gin_utils, optim, partitioning, utils
 from ptjax.train.runs import MetricLog, Run, init_state, setup_run
 from ptjax.train.state import TrainState
 from ptjax.train.step import LossConfig, build_steps
@@ -126,6 +125,9 @@ def train(*, model_dir: str, model_config: T5Config,
   eval_cfg = train_eval_dataset_cfg or dataclasses.replace(data_cfg, split="validation",
                                                            shuffle=False)
   pipeline.refuse_packing(data_cfg.pack)  # Bad settings fail before any weights load.
+  if trainer.num_microbatches and data_cfg.batch_size % trainer.num_microbatches:
+    raise ValueError(f"trainer.Trainer.num_microbatches={trainer.num_microbatches} does not "
+                     f"divide BATCH_SIZE={data_cfg.batch_size}.")
   pipeline.get_task(data_cfg.mixture_or_task_name)
   pipeline.get_task(eval_cfg.mixture_or_task_name)
   if random_seed is None:
@@ -154,21 +156,30 @@ def train(*, model_dir: str, model_config: T5Config,
            f"({100 * trainable_parameters / total:.3g}%).")
   checkpoints = RunCheckpoints(os.path.join(model_dir, "checkpoints"),
                                checkpoint_cfg.save.period, checkpoint_cfg.save.keep)
-  current = checkpoints.latest_step() or start_step
-  if current > last_step:
+  latest = checkpoints.latest_step()
+  if latest is not None and latest > last_step:
     checkpoints.close()
-    raise ValueError(f"{model_dir}/checkpoints/{current} is past TRAIN_STEPS ({last_step:,}): "
+    raise ValueError(f"{model_dir}/checkpoints/{latest} is past TRAIN_STEPS ({last_step:,}): "
                      f"raise TRAIN_STEPS or use a new MODEL_DIR.")
   _check_same_run(model_dir, {"mixture_or_task_name": data_cfg.mixture_or_task_name,
                               "initial_checkpoint_path": restore.path,
                               "prompt_length": prompt.length if prompt else 0,
-                              "trainable": list(trainable)}, resuming=current > start_step)
+                              "trainable": list(trainable)}, resuming=latest is not None)
+  # The newest readable checkpoint: an unreadable one (a torn write) is skipped with a line.
+  saved_step, restored = checkpoints.restore_latest(_saved(state, start_step), log=log.line)
+  current = saved_step or start_step
   if current > start_step:
-    restored = checkpoints.restore(current, _saved(state, start_step))
     state = TrainState(**{k: restored[k] for k in ("step", "trainable", "opt_state", "rng")})
     log.line(f"Resumed from {model_dir}/checkpoints/{current}.")
   log.line(console.run_span_line(current, last_step))
   evaluator_ = evaluation.Evaluator(run, steps, eval_cfg, evaluator)
+  known = evaluator_.metric_names()
+  if best_metric not in known:
+    checkpoints.close()
+    raise ValueError(f"BEST_METRIC={best_metric!r} is not a metric of "
+                     f"{eval_cfg.mixture_or_task_name}; it has {sorted(known)}.")
+  if jax.process_index() == 0:  # Setup succeeded: now the run's config is worth keeping.
+    gin_utils.write_config(os.path.join(model_dir, "config.gin"))
   data = pipeline.batches(data_cfg.mixture_or_task_name, data_cfg.task_feature_lengths,
                           data_cfg.split, data_cfg.batch_size, shuffle=data_cfg.shuffle,
                           seed=random_seed if data_cfg.seed is None else data_cfg.seed,
@@ -180,12 +191,18 @@ def train(*, model_dir: str, model_config: T5Config,
   batch_size = data_cfg.batch_size
   progress = console.Progress(last_step - start_step, current - start_step,
                               enabled=jax.process_index() == 0)
+  guard = FiniteGuard(model_dir, checkpoints, learning_rate, model_config.dtype)
   tic, tic_step = time.perf_counter(), current
   for step in range(current + 1, last_step + 1):
     batch = {k: jax.make_array_from_process_local_data(batch_sharding, v)
              for k, v in next(data).items()}
     state, train_metrics = steps.train(state, run.frozen, batch)
+    guard.add(step, train_metrics["nonfinite"])  # Checked at the next sync point.
     progress.update(step - start_step)  # Host-side only: no sync with the device.
+    syncs = [step % n == 0 for n in (trainer.log_every, eval_period,
+                                     checkpoint_cfg.save.period)]
+    if any(syncs) or step == last_step:
+      guard.check(progress)  # Nothing non-finite is logged, evaluated, saved or exported.
     if step % trainer.log_every == 0 or step == last_step:
       values = {k: float(v) for k, v in train_metrics.items()}  # The only sync point.
       elapsed = time.perf_counter() - tic
@@ -198,7 +215,7 @@ def train(*, model_dir: str, model_config: T5Config,
       log.line(console.step_log_line(step, scalars, rate * batch_size), progress)
       tic, tic_step = time.perf_counter(), step
     if step % eval_period == 0 or step == last_step:
-      metrics = evaluator_.run(state, step, model_dir)
+      metrics = evaluator_.run(state, step, model_dir)  # Refuses non-finite metrics.
       log.scalars("eval", step, metrics)
       log.line(f"eval step {step:,}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
                progress)
@@ -227,14 +244,56 @@ def _prompt_init(prompt: Optional[utils.PromptConfig]) -> Optional[Callable]:
   return prompt.init
 
 
+class NonFiniteError(ValueError):
+  """A non-finite loss or update: the run stops before saving anything from that step on."""
+
+
+class FiniteGuard:
+  """Stops the run at the first non-finite train step, without a host sync per step.
+
+  The jitted step never applies a non-finite update (it keeps the previous variables and
+  optimizer state and returns `nonfinite` = 1), so the state stays finite; the flags are
+  read at the loop's existing sync points (log, eval, save, end), before anything is
+  written, and the first bad step is reported with the likely causes and the last good
+  checkpoint (which a rerun resumes from)."""
+
+  def __init__(self, model_dir: str, checkpoints: RunCheckpoints, learning_rate: float,
+               dtype: str):
+    self._pending, self._dir, self._checkpoints = [], model_dir, checkpoints
+    self._learning_rate, self._dtype = learning_rate, dtype
+
+  def add(self, step: int, flag: jax.Array):
+    self._pending.append((step, flag))
+
+  def check(self, progress=None):
+    if not self._pending:
+      return
+    flags = np.asarray(jax.device_get([flag for _, flag in self._pending]))
+    steps = [step for step, _ in self._pending]
+    self._pending.clear()
+    if not flags.any():
+      return
+    bad = steps[int(np.argmax(flags))]
+    if progress is not None:
+      progress.close()
+    last = self._checkpoints.latest_step()
+    self._checkpoints.close()
+    where = (f"the last good checkpoint is {self._dir}/checkpoints/{last} (a rerun "
+             f"resumes from it)" if last is not None else "no checkpoint was saved")
+    raise NonFiniteError(
+        f"training stopped: the loss or the update is not finite at step {bad:,} (nothing "
+        f"from that step on was saved; {where}). Likely causes: a learning rate too high "
+        f"(LEARNING_RATE={self._learning_rate:g}) or half precision "
+        f"(ACTIVATION_DTYPE={self._dtype!r}).")
+
+
 def _check_same_run(model_dir: str, identity: dict, resuming: bool) -> None:
   """MODEL_DIR/run.json names the experiment its checkpoints belong to. Resuming another
   experiment's checkpoints (another task, frozen model, prompt length or TRAINABLE) would
   report their results as this one's: refused in one line."""
   path = os.path.join(model_dir, "run.json")
   if os.path.exists(path):
-    with open(path) as f:
-      earlier = json.load(f)
+    earlier = files.read_json(path)
     changed = sorted(k for k in identity if earlier.get(k) != identity[k])
     if resuming and changed:
       raise ValueError(
@@ -244,9 +303,7 @@ def _check_same_run(model_dir: str, identity: dict, resuming: bool) -> None:
     if not changed:
       return
   if jax.process_index() == 0:
-    os.makedirs(model_dir, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(identity, f, indent=1)
+    files.write_json(path, identity, indent=1)
 
 
 def _last_eval(metrics_path: str, step: int) -> dict:
@@ -254,11 +311,9 @@ def _last_eval(metrics_path: str, step: int) -> dict:
   to train: running a finished command again gives its result."""
   found = {}
   if os.path.exists(metrics_path):
-    with open(metrics_path) as f:
-      for line in f:
-        record = json.loads(line)
-        if record.get("kind") == "eval" and record.get("step") == step:
-          found = {k: v for k, v in record.items() if k not in ("kind", "step")}
+    for record in files.read_jsonl(metrics_path):
+      if record.get("kind") == "eval" and record.get("step") == step:
+        found = {k: v for k, v in record.items() if k not in ("kind", "step")}
   return found
 
 
@@ -270,7 +325,7 @@ def _saved(state: TrainState, start_step: int) -> dict:
 
 def _read_best(model_dir: str) -> Optional[dict]:
   path = os.path.join(model_dir, "best", "best.json")
-  return json.load(open(path)) if os.path.exists(path) else None
+  return files.read_json(path) if os.path.exists(path) else None
 
 
 def _export_params(run: Run, state: TrainState, model_dir: str, step: int):
@@ -300,5 +355,4 @@ def _export(run: Run, state: TrainState, folder: str, record: Optional[dict]):
   prompts.save_peft(value, os.path.join(folder, "peft_adapter"),
                     num_layers=run.config.num_encoder_layers, num_heads=run.config.num_heads)
   if record is not None:
-    with open(os.path.join(folder, "best.json"), "w") as f:
-      json.dump(record, f)
+    files.write_json(os.path.join(folder, "best.json"), record)

@@ -50,6 +50,13 @@ class DatasetConfig:
   module: Optional[str] = None
 
   def __post_init__(self):
+    lengths = self.task_feature_lengths
+    if (not isinstance(lengths, Mapping) or set(lengths) != {"inputs", "targets"}
+        or not all(isinstance(v, int) and v > 0 for v in lengths.values())):
+      raise ValueError(f"TASK_FEATURE_LENGTHS={lengths!r}: expected {{'inputs': int > 0, "
+                       f"'targets': int > 0}} (tokens, EOS included).")
+    if not isinstance(self.batch_size, int) or self.batch_size <= 0:
+      raise ValueError(f"BATCH_SIZE={self.batch_size!r} must be a positive integer.")
     import_task_module(self.module)
 
 

@@ -79,3 +79,7 @@ def test_gender_parity_and_superglue_score():
 
 def test_count_illegal():
   assert metrics.count_illegal(["yes", "no", "maybe", "Yes"], ["yes", "no"]) == 2
+  # Postprocessed values of any type: class ids, MultiRC / AX-g's {'value': id}.
+  assert metrics.count_illegal([0, 1, -1, 1], [0, 1]) == 1
+  assert metrics.count_illegal([{"value": 1}, {"value": -1}],
+                               [{"value": 0}, {"value": 1}]) == 1

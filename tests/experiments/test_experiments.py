@@ -16,8 +16,8 @@ from ptjax import assets
 from ptjax.analysis import tables
 from ptjax.experiments import __main__ as cli
 from ptjax.experiments import grids, runner
+from ptjax.train import gin_utils
 
-GIN = os.path.join(runner.REPO, "gin")
 
 
 def run_cli(*argv) -> str:
@@ -46,7 +46,7 @@ def test_list_prints_the_full_paper_grid_as_runnable_commands(tmp_path):
     assert argv[:3] == ["python", "-m", "ptjax.main"]
     for arg in argv[3:]:
       if arg.startswith("--gin_file="):
-        assert os.path.exists(os.path.join(GIN, arg.split("=", 1)[1])), arg
+        assert os.path.exists(gin_utils.resolve(arg.split("=", 1)[1])), arg
       else:
         assert arg.startswith("--gin.") and "=" in arg, arg
     model_dirs.append([a for a in argv if a.startswith("--gin.MODEL_DIR=")][0])
@@ -126,7 +126,7 @@ def test_one_tiny_cell_of_each_grid_runs_end_to_end(tiny_grids):
   assert "1 done, 0 started, 0 pending of 1" in status
   fig3d = runner.load_results(str(root), "fig3d_lm_adaptation_steps")[0]
   adaptation = root / "fig3d_lm_adaptation_steps" / "adaptation" / "size=large" / "steps=2"
-  assert (adaptation / "checkpoint_2" / "checkpoint").exists()
+  assert (adaptation / "checkpoint_1502" / "checkpoint").exists()  # Absolute: 1500 + 2.
   assert fig3d["coords"]["lm_adaptation_steps"] == "2"
   fig3c = runner.load_results(str(root), "fig3c_objective")[0]
   rows = [json.loads(l) for l in open(os.path.join(
@@ -161,11 +161,10 @@ def test_a_run_shared_by_grids_runs_once(tiny_grids):
   assert not member.is_symlink() and not (member / "cell.json").exists()
   assert (member / "metrics.jsonl").read_text() == (fig1 / "metrics.jsonl").read_text()
   assert json.loads((fig1 / "cell.json").read_text())["coords"]["method"] == "prompt_tuning"
-  # Checkpoint files are hard links (no bytes copied); text results are copies.
-  arrays = [p for p in fig1.rglob("*") if p.is_file() and p.suffix not in (".json", ".jsonl",
-                                                                           ".gin", ".txt")]
-  assert arrays and all(os.path.samefile(p, member / p.relative_to(fig1)) for p in arrays)
-  assert not os.path.samefile(fig1 / "metrics.jsonl", member / "metrics.jsonl")
+  # Copies, never hard links: writing into the reused run cannot change the original.
+  copied = [p for p in fig1.rglob("*") if p.is_file() and p.name != "cell.json"]
+  assert copied and not any(os.path.samefile(p, member / p.relative_to(fig1)) for p in copied)
+  assert all((member / p.relative_to(fig1)).read_bytes() == p.read_bytes() for p in copied)
   # Figure 1's seed 1 is the second member of Table 3's seed-0 ensemble: found, though
   # Table 3 for seed 1 alone would be other prompts (seeds 2 and 3 here).
   plan = run_cli("run", "fig1_scale", f"--root={root}", "--cells=method=prompt_tuning",

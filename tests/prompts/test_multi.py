@@ -3,6 +3,7 @@ prompts of different lengths), ensembles equal N separate runs, majority vote, s
 
 import functools
 import json
+import re
 
 import jax
 import numpy as np
@@ -100,8 +101,11 @@ def test_server_answers_a_mixed_batch_like_each_task_alone(params, tmp_path):
                                atol=1e-4)
   assert mixed[0]["inputs"] == "hello" and set(mixed[0]) == {"task", "inputs", "prediction",
                                                               "score"}
-  with pytest.raises(ValueError, match=r"task 'c'.*\['a', 'b'\]"):
-    server.answer([{"task": "c", "inputs": "?"}])
+  # An unknown task is that request's error object, not an exception for the batch.
+  (error,) = server.answer([{"task": "c", "inputs": "?", "id": 3}])
+  assert set(error) == {"error", "id"} and error["id"] == 3
+  assert re.fullmatch(r"unknown task 'c': this server has prompts for \['a', 'b'\]; .*",
+                      error["error"])
 
 
 def test_serve_reads_and_writes_jsonl(params, tmp_path, monkeypatch):
@@ -117,8 +121,13 @@ def test_serve_reads_and_writes_jsonl(params, tmp_path, monkeypatch):
                   batch_size=4, max_input_length=8, max_decode_length=3)
   out = [json.loads(l) for l in open(tmp_path / "out.jsonl")]
   assert n == 2 and [o["inputs"] for o in out] == ["hi", "there"] and out[1]["id"] == 7
-  (tmp_path / "bad.jsonl").write_text("not json\n")
-  with pytest.raises(ValueError, match="bad.jsonl:1: not a JSON object"):
-    serve.serve(model_config=CONFIG, vocabulary=seqio.ByteVocabulary(),
-                initial_checkpoint_path=checkpoint, task_prompts={"a": PROMPTS[0]},
-                requests=str(tmp_path / "bad.jsonl"), output=str(tmp_path / "o.jsonl"))
+  # A line that is not JSON is answered with an error object; the stream goes on.
+  (tmp_path / "bad.jsonl").write_text('not json\n{"task": "a", "inputs": "there", "id": 7}\n')
+  n = serve.serve(model_config=CONFIG, vocabulary=seqio.ByteVocabulary(),
+                  initial_checkpoint_path=checkpoint, task_prompts={"a": PROMPTS[0]},
+                  requests=str(tmp_path / "bad.jsonl"), output=str(tmp_path / "o.jsonl"),
+                  batch_size=4, max_input_length=8, max_decode_length=3)
+  bad = [json.loads(l) for l in open(tmp_path / "o.jsonl")]
+  assert n == 1 and set(bad[0]) == {"error", "line"} and bad[0]["line"] == 1
+  assert bad[0]["error"].startswith("not valid JSON (Expecting value at column 1)")
+  assert bad[1] == out[1]

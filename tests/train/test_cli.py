@@ -43,12 +43,13 @@ def cli(model_dir, *flags, run="prompt_tune", env=None, check=True, wait=True, t
           f"--gin_file=gin/runs/{run}.gin", *task_args, f"--gin.MODEL_DIR='{model_dir}'",
           f"--gin.INITIAL_CHECKPOINT_PATH='{shared_fixture(INLINE_CKPT)}'",
           "--gin.BATCH_SIZE=8", *(["--gin.PROMPT_LENGTH=5"] if run != "model_tune" else []),
-          "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}", *flags]
+          "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 4}"]
   if run == "prompt_tune":
     # A small learning rate: at the paper's 0.3 this random tiny model is chaotic, and
     # float32 reduction-order noise between shardings (1e-7) grows past 1e-5 in 12 steps.
     args += ["--gin.TRAIN_STEPS=12", "--gin.SAVING_PERIOD=4", "--gin.EVAL_PERIOD=6",
              "--gin.trainer.Trainer.log_every=1", "--gin.LEARNING_RATE=0.01"]
+  args += flags  # Last: the test's own settings win.
   full_env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
   proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -218,3 +219,90 @@ def test_model_tuning_run_is_the_same_trainer(tmp_path):
     assert all(jax_tree_equal)
   assert not np.array_equal(exported["token_embedder"]["embedding"],
                             initial["token_embedder"]["embedding"])
+
+
+def _non_finite_files(folder):
+  """Paths under `folder` holding a non-finite number (JSON, JSONL, .npy, orbax arrays)."""
+  import math
+
+  import orbax.checkpoint as ocp
+  bad = []
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      if name.endswith(".npy"):
+        if not np.isfinite(np.load(path)).all():
+          bad.append(path)
+      elif name.endswith((".json", ".jsonl")):
+        text = open(path).read()
+        if re.search(r"\b(NaN|Infinity)\b", text):
+          bad.append(path)
+  for step in os.listdir(os.path.join(folder, "checkpoints")):
+    if step.isdigit():
+      tree = ocp.StandardCheckpointer().restore(os.path.join(folder, "checkpoints", step,
+                                                             "default"))
+      if not all(np.isfinite(np.asarray(x, np.float64)).all() for x in jax.tree.leaves(tree)
+                 if np.issubdtype(np.asarray(x).dtype, np.floating)):
+        bad.append(f"checkpoints/{step}")
+  return bad
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_step_and_saves_nothing_of_it(tmp_path):
+  """Issue 15: LEARNING_RATE=1e39 (inf in float32) used to train on and save NaN prompts,
+  checkpoints and best/ with exit 0."""
+  model_dir = str(tmp_path / "run")
+  cli(model_dir, "--gin.TRAIN_STEPS=2", "--gin.SAVING_PERIOD=2", "--gin.EVAL_PERIOD=2",
+      "--gin.BEST_METRIC='loss'")
+  before = {p: open(os.path.join(model_dir, p), "rb").read()
+            for p in ("prompt.npy", "best/prompt.npy", "metrics.jsonl")}
+  code, out, err = cli(model_dir, "--gin.TRAIN_STEPS=4", "--gin.SAVING_PERIOD=1",
+                       "--gin.LEARNING_RATE=1e39", check=False)
+  last = err.strip().splitlines()[-1]
+  assert code == 2 and "Traceback" not in err
+  assert re.search(r"not finite at step 3 \(nothing from that step on was saved; the last good "
+                   r"checkpoint is .*/checkpoints/2 \(a rerun resumes from it\)\). Likely "
+                   r"causes: a learning rate too high \(LEARNING_RATE=1e\+39\)", last), last
+  assert _non_finite_files(model_dir) == []
+  assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == ["2"]
+  for path, content in before.items():  # The earlier results are untouched.
+    assert open(os.path.join(model_dir, path), "rb").read() == content
+  # The previous checkpoint resumes, with a sane learning rate.
+  _, out, _ = cli(model_dir, "--gin.TRAIN_STEPS=4", "--gin.SAVING_PERIOD=2")
+  assert "Resumed from" in out and "steps 2 -> 4 (2 to go)" in out
+  assert _non_finite_files(model_dir) == []
+
+
+def _snapshot(folder):
+  return {os.path.relpath(os.path.join(root, n), folder): open(os.path.join(root, n), "rb").read()
+          for root, _, names in os.walk(folder) for n in names}
+
+
+def test_mistaken_commands_leave_a_finished_run_byte_identical(tmp_path):
+  """Issue 15: a command that failed (or an eval in the training folder) used to rewrite the
+  finished run's config.gin, best.json and metrics.jsonl; an empty best.json (a kill during
+  its write) blocked every resume naming no file."""
+  model_dir = str(tmp_path / "run")
+  flags = ["--gin.TRAIN_STEPS=2", "--gin.SAVING_PERIOD=2", "--gin.EVAL_PERIOD=2"]
+  cli(model_dir, *flags)
+  before = _snapshot(model_dir)
+  code, _, err = cli(model_dir, *flags, "--gin.MIXTURE_OR_TASK_NAME='no_such_task'",
+                     check=False)
+  assert code == 2 and "Unknown task 'no_such_task'" in err.strip().splitlines()[-1]
+  code, _, err = cli(model_dir, "--gin.TRAIN_STEPS=1", check=False)
+  assert code == 2 and "checkpoints/2 is past TRAIN_STEPS (1)" in err.strip().splitlines()[-1]
+  _, out, _ = cli(model_dir, *flags)  # The finished command again: it reports its result.
+  assert "nothing to go" in out
+  np.save(tmp_path / "other.npy", np.zeros((5, 8), np.float32))
+  cli(model_dir, f"--gin.PROMPT_FILE='{tmp_path}/other.npy'", run="eval")
+  after = _snapshot(model_dir)
+  changed = sorted(p for p in before if after.get(p) != before[p])
+  assert changed == [], changed
+  new = sorted(set(after) - set(before))
+  assert all(p.startswith("eval/") for p in new), new  # The eval's own files only.
+  assert json.load(open(os.path.join(model_dir, "eval", "ptjax_text_task",
+                                     "step_0.metrics.json")))["step"] == 0
+  # A torn best.json (what a kill mid-write left before writes were whole): named.
+  open(os.path.join(model_dir, "best", "best.json"), "w").close()
+  code, _, err = cli(model_dir, "--gin.TRAIN_STEPS=4", check=False)
+  last = err.strip().splitlines()[-1]
+  assert code == 2 and "best/best.json is not valid JSON" in last and "Traceback" not in err

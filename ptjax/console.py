@@ -247,13 +247,18 @@ class HarmlessWarningFilter(logging.Filter):
     return not (isinstance(record.msg, str) and record.msg.startswith(self.prefixes))
 
 
+_LOG_FILTER = HarmlessWarningFilter()
+
+
 def install_log_filter(logger_names: tuple[str, ...] = ("absl",)) -> Callable[[], None]:
   """Adds a HarmlessWarningFilter to these loggers ('absl': seqio, orbax and absl.logging
-  create their records there). Returns a function that removes it again."""
-  log_filter = HarmlessWarningFilter()
+  create their records there). Returns a function that removes it again. Idempotent: one
+  filter per logger however often it is called (ptjax.main, run in-process again, adds no
+  second copy)."""
+  log_filter = _LOG_FILTER
   loggers = [logging.getLogger(name) for name in logger_names]
   for logger in loggers:
-    logger.addFilter(log_filter)
+    logger.addFilter(log_filter)  # logging.Filterer skips a filter it already has.
 
   def remove():
     for logger in loggers:

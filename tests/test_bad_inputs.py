@@ -220,7 +220,9 @@ def run_experiments(argv, capsys):
     (["run", "fig9"], "Unknown grid 'fig9'"),
     (["list", "fig1_scale", "--sizes=huge"], "Sizes ['huge'] are not in the t5 family"),
     (["status"], "status needs a GRID"),
-], ids=["unknown_grid", "unknown_size", "no_grid"])
+    (["run", "fig1_scale", "--set=TRAIN_STEP=3", "--dry_run"],
+     "--set TRAIN_STEP: no ptjax macro has that name"),
+], ids=["unknown_grid", "unknown_size", "no_grid", "set_typo"])
 def test_bad_experiments_input_is_one_line(argv, expected, capsys):
   code, last, err = run_experiments(argv, capsys)
   assert code == 2 and "Traceback" not in err and expected in last, err

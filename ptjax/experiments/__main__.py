@@ -60,12 +60,26 @@ def _cells(args, grid, select=True, seeds=None):
   if args.cells and select:
     cells = [c for c in cells if re.search(args.cells, c.name)]
   bindings = []
+  macros = _known_macros()
   for item in args.set:
     name, sep, value = item.partition("=")
     if not sep:
       raise ValueError(f"--set {item!r}: expected NAME=VALUE (a gin binding).")
-    bindings.append((name.strip(), value.strip()))
+    name = name.strip()
+    # A grid-wide binding may go unread by some runs (--gin_bindings_if_read), so a misspelt
+    # macro would be read by none: refused here. (gin refuses unknown configurables itself.)
+    if "." not in name and name not in macros:
+      raise ValueError(f"--set {name}: no ptjax macro has that name (see "
+                       f"ptjax/gin/defaults.gin and docs/coming_from_t5x.md).")
+    bindings.append((name, value.strip()))
   return [grids.with_bindings(c, bindings) for c in cells]
+
+
+def _known_macros() -> set[str]:
+  """Every macro ptjax's gin files set (defaults.gin holds them all)."""
+  gin_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+  with open(os.path.join(gin_dir, "defaults.gin")) as f:
+    return set(re.findall(r"^([A-Z][A-Z0-9_]*) =", f.read(), re.M))
 
 
 def _grid_args(args, grid) -> list[str]:

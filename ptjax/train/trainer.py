@@ -162,7 +162,7 @@ def train(*, model_dir: str, model_config: T5Config,
     raise ValueError(f"{model_dir}/checkpoints/{latest} is past TRAIN_STEPS ({last_step:,}): "
                      f"raise TRAIN_STEPS or use a new MODEL_DIR.")
   _check_same_run(model_dir, {"mixture_or_task_name": data_cfg.mixture_or_task_name,
-                              "initial_checkpoint_path": restore.path,
+                              "initial_checkpoint_path": _real(restore.path),
                               "prompt_length": prompt.length if prompt else 0,
                               "trainable": list(trainable)}, resuming=latest is not None)
   # The newest readable checkpoint: an unreadable one (a torn write) is skipped with a line.
@@ -285,6 +285,12 @@ class FiniteGuard:
         f"from that step on was saved; {where}). Likely causes: a learning rate too high "
         f"(LEARNING_RATE={self._learning_rate:g}) or half precision "
         f"(ACTIVATION_DTYPE={self._dtype!r}).")
+
+
+def _real(path: Optional[str]) -> Optional[str]:
+  """A local path with links resolved (the same checkpoint reached through another clone or
+  link is the same run); gs:// and None as they are."""
+  return path if path is None or "://" in path else os.path.realpath(path)
 
 
 def _check_same_run(model_dir: str, identity: dict, resuming: bool) -> None:

@@ -239,7 +239,11 @@ DEMO_ROWS = ("majority class", "prompt design", "prompt tuning", "model tuning")
 def demo_model_dir(ctx, args):
   """The demo's MODEL_DIR (/tmp/ptjax_demo, re-rooted: demo.sh's and demo.gin's default);
   a command with arguments (another task) gets its own: with one folder it would resume the
-  first task's runs."""
+  first task's runs. A command that names its own MODEL_DIR uses it (re-rooted)."""
+  for arg in args:
+    named = re.match(r"""--gin\.MODEL_DIR=['"]?([^'"]+)['"]?$""", arg)
+    if named:
+      return ctx.reroot(named.group(1))
   slug = re.sub(r"[^\w]+", "_", " ".join(args)).strip("_")
   return ctx.reroot("/tmp/ptjax_demo") + (f"_{slug}" if slug else "")
 
@@ -258,8 +262,8 @@ def demo_job(cmd, ctx, run=1):
       if direct:
         return ctx.run([*python_argv(tokens), *DEMO_SHRINK, f"--gin.MODEL_DIR='{model_dir}'"],
                        ctx.scratch("demo_main"), "demo")
-      return ctx.run([os.path.join(ROOT, "scripts/demo.sh"), *args, *DEMO_SHRINK], ROOT,
-                     "demo", env={"MODEL_DIR": model_dir})
+      return ctx.run([os.path.join(ROOT, "scripts/demo.sh"), *[ctx.reroot(a) for a in args],
+                      *DEMO_SHRINK], ROOT, "demo", env={"MODEL_DIR": model_dir})
   first = ctx.once(("demo", cmd.text, 1), go)
   if run == 1:
     return first, model_dir

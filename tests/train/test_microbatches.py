@@ -37,7 +37,9 @@ def train(checkpoint, num_microbatches, optimizer, steps=1, batch_size=8, **kwar
 
 
 def assert_same_metrics(metrics, reference):
-  assert sorted(metrics) == sorted(reference) == ["loss", "tokens", "z_loss"]
+  # nonfinite: the finite guard's flag (trainer.FiniteGuard), 0 for a finite step.
+  assert sorted(metrics) == sorted(reference) == ["loss", "nonfinite", "tokens", "z_loss"]
+  assert int(metrics["nonfinite"]) == int(reference["nonfinite"]) == 0
   for name in reference:
     assert metrics[name].dtype == reference[name].dtype, name
     np.testing.assert_allclose(metrics[name], reference[name], rtol=1e-5, err_msg=name)

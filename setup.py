@@ -30,9 +30,14 @@ setuptools.setup(
         "tensorboard>=2.15,<3",
         "sentencepiece>=0.1.99,<1",
         "tqdm>=4.60,<5",
+        # gs:// for every run file (ptjax.files, orbax's epath): honours STORAGE_EMULATOR_HOST.
+        "gcsfs>=2024.2,<2027",
+        "etils[epath]>=1.5,<2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "scikit-learn>=1.3,<2", "matplotlib>=3.7,<4"],
+        "test": ["pytest>=8,<10", "scikit-learn>=1.3,<2", "matplotlib>=3.7,<4",
+                 # A Cloud Storage server on 127.0.0.1 for the gs:// tests (tests/cloud/).
+                 "gcp-storage-emulator>=2024.8,<2027"],
         # Figures of `python -m ptjax.experiments table`.
         "plots": ["matplotlib>=3.7,<4"],
         # Only for scripts that build fixtures or compare against Hugging Face / PEFT.

@@ -17,7 +17,6 @@ import time
 from typing import Optional, Sequence
 
 from ptjax import checkpoints, files
-from ptjax.checkpoints import storage
 from ptjax.model import PRESETS, T5Config, count_params, preset
 
 
@@ -44,8 +43,8 @@ REQUEST_FILE = "ptjax_convert.json"
 
 
 def _earlier_request(output: str) -> Optional[dict]:
-  path = os.path.join(output, REQUEST_FILE)
-  if storage.is_gcs(output) or not os.path.isfile(path):
+  path = files.join(output, REQUEST_FILE)
+  if not files.isfile(path):
     return None
   return files.read_json(path)
 
@@ -56,8 +55,8 @@ def convert(input_path: str, output: str, fmt: str, config: Optional[str] = None
   if fmt not in ("t5x", "hf"):
     raise ValueError(f"--format {fmt!r}: use 't5x' or 'hf'.")
   request = {"input": input_path, "format": fmt, "config": config, "dtype": dtype}
-  if (not overwrite and storage.exists(output)
-      and (storage.is_gcs(output) or not os.path.isdir(output) or os.listdir(output))
+  if (not overwrite and files.exists(output)
+      and (not files.isdir(output) or files.listdir(output))
       and _earlier_request(output) != request):
     raise ValueError(f"--output {output} already exists and is not empty (and is not this "
                      f"same conversion, run before); choose a new folder or pass "
@@ -74,9 +73,8 @@ def convert(input_path: str, output: str, fmt: str, config: Optional[str] = None
   else:  # The step goes along: T5X's TRAIN_STEPS count from it.
     checkpoints.save_t5x(params, output, dtype=dtype,
                          step=checkpoints.checkpoint_step(input_path))
-  if not storage.is_gcs(output):
-    # Running the same command again replaces this output; any other command is refused.
-    files.write_json(os.path.join(output, REQUEST_FILE), request)
+  # Running the same command again replaces this output; any other command is refused.
+  files.write_json(files.join(output, REQUEST_FILE), request)
   return {"input": input_path, "input_format": checkpoints.detect_format(input_path),
           "output": output, "format": fmt,
           "parameters": count_params(model_config) if model_config else None,

@@ -8,7 +8,6 @@ metrics, their average and best, and the ensemble's.
 """
 
 import json
-import os
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -64,7 +63,7 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, prompt_files: Sequenc
       "ensemble": ensemble,
       "predictions": [{"members": [t[i] for t in texts], "vote": vote}
                       for i, vote in enumerate(votes)]}
-  files.write_json(os.path.join(model_dir, "ensemble.json"), results, indent=1)
+  files.write_json(files.join(model_dir, "ensemble.json"), results, indent=1)
   print(json.dumps({k: results[k] for k in ("task", "average", "best", "ensemble")}),
         flush=True)
   return results

@@ -17,6 +17,7 @@ other requests of its batch are still answered:
 
 import contextlib
 import functools
+import io
 import json
 import sys
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
@@ -25,7 +26,7 @@ import jax
 import numpy as np
 import seqio
 
-from ptjax import prompts
+from ptjax import files, prompts
 from ptjax.checkpoints import load_checkpoint
 from ptjax.model import T5Config, inference
 
@@ -235,11 +236,16 @@ def serve(*, model_config: T5Config, vocabulary: seqio.Vocabulary,
                         batch_size=batch_size, max_input_length=max_input_length,
                         max_decode_length=max_decode_length)
   answered = errors = 0
-  with contextlib.ExitStack() as files:
+  remote_output = output != "-" and files.is_remote(output)
+  with contextlib.ExitStack() as stack:
     # Bytes: a line that is not UTF-8 is that line's error, not the end of the stream.
     source = (getattr(sys.stdin, "buffer", sys.stdin) if requests == "-"
-              else files.enter_context(open(requests, "rb")))
-    sink = sys.stdout if output == "-" else files.enter_context(open(output, "w"))
+              else stack.enter_context(files.open_read(requests, binary=True)))
+    # A gs:// output is one object: uploaded whole when the requests end (or fail).
+    sink = (sys.stdout if output == "-" else io.StringIO() if remote_output
+            else stack.enter_context(open(output, "w")))
+    if remote_output:
+      stack.callback(lambda: files.write_text(output, sink.getvalue()))
     for out in answer_lines(server, source):
       sink.write(json.dumps(out) + "\n")
       if "error" in out and "prediction" not in out:

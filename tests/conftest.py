@@ -45,3 +45,7 @@ def random_t5x_checkpoint(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("random_t5") / "checkpoint_0")
   save_t5x(init_params(RANDOM_CONFIG, jax.random.PRNGKey(0)), path)
   return path
+
+
+# The Cloud Storage emulator of the gs:// tests (tests/cloud/).
+from gcs_emulator import gcs  # noqa: E402,F401

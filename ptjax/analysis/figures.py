@@ -2,10 +2,12 @@
 per method / prompt length / init / objective / adaptation steps, error bars = std over
 seeds. Needs matplotlib (`pip install -e .[plots]`)."""
 
+import io
 from typing import Sequence
 
 import numpy as np
 
+from ptjax import files
 from ptjax.analysis import tables
 
 
@@ -37,6 +39,8 @@ def plot_grid(grid: str, results: Sequence[dict], path: str) -> str:
   ax.legend(title=axis, fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path)
+  png = io.BytesIO()
+  fig.savefig(png, format="png")
+  files.write_bytes(path, png.getvalue())  # Local or gs://, written whole.
   plt.close(fig)
   return path

@@ -7,7 +7,6 @@ and neighbours.json.
 """
 
 import collections
-import os
 from typing import Mapping, Optional
 
 import numpy as np
@@ -102,7 +101,7 @@ def report(*, model_dir: str, prompt_files: Mapping[str, str], model_config: T5C
     text += [f"# {name} ({path}): {len(prompt)} positions, {k} neighbours each",
              "most frequent: " + ", ".join(f"{p} ({n})" for p, n in frequent),
              neighbour_report(prompt, embedding, vocabulary, k), ""]
-  files.write_text(os.path.join(model_dir, "neighbours.txt"), "\n".join(text))
-  files.write_json(os.path.join(model_dir, "neighbours.json"), results, indent=1)
+  files.write_text(files.join(model_dir, "neighbours.txt"), "\n".join(text))
+  files.write_json(files.join(model_dir, "neighbours.json"), results, indent=1)
   print("\n".join(text), flush=True)
   return results

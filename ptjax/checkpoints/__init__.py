@@ -1,11 +1,10 @@
 """Frozen-model checkpoints: one loader for T5X folders, T5X single files and HF folders."""
 
-import os
 from typing import Collection, Optional
 
 from flax import traverse_util
 
-from ptjax.checkpoints import storage
+from ptjax import files
 from ptjax.checkpoints.hf import config_from_hf, config_to_hf, is_hf_folder, read_hf, save_hf
 from ptjax.checkpoints.t5x import CHECKPOINT_FILE, read_t5x, read_t5x_step, save_t5x
 from ptjax.checkpoints.validate import CheckpointError, check_names, check_params, flat
@@ -15,14 +14,14 @@ from ptjax.model import T5Config
 
 def detect_format(path: str) -> str:
   """'t5x' or 'hf' for a checkpoint path; CheckpointError with a fix otherwise."""
-  if not storage.exists(path):
+  if not files.exists(path):
     raise CheckpointError(f"Checkpoint path {path} does not exist.")
-  if storage.exists(storage.join(path, CHECKPOINT_FILE)):
+  if files.exists(files.join(path, CHECKPOINT_FILE)):
     return "t5x"
-  if storage.exists(storage.join(path, "config.json")):
+  if files.exists(files.join(path, "config.json")):
     return "hf"
-  if storage.is_gcs(path) or os.path.isfile(path):
-    head = storage.read_bytes(path)[:1] if storage.is_gcs(path) else open(path, "rb").read(1)
+  if not files.isdir(path):
+    head = files.read_bytes(path)[:1]
     if head and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):
       return "t5x"
     if not head:
@@ -32,11 +31,11 @@ def detect_format(path: str) -> str:
         f"{path} is not a checkpoint: expected a T5X checkpoint folder (with a "
         f"'{CHECKPOINT_FILE}' file), a single-file T5X checkpoint (msgpack) or a Hugging "
         f"Face folder (config.json + model.safetensors).")
-  steps = sorted(n for n in os.listdir(path) if n.startswith("checkpoint_"))
+  steps = sorted(n for n in files.listdir(path) if n.startswith("checkpoint_"))
   if steps:
     raise CheckpointError(
         f"{path} is a T5X model directory, not a checkpoint; pass one of its checkpoints, "
-        f"e.g. {os.path.join(path, steps[-1])}.")
+        f"e.g. {files.join(path, steps[-1])}.")
   raise CheckpointError(
       f"{path} is not a checkpoint: no '{CHECKPOINT_FILE}' (T5X) and no config.json + "
       f"model.safetensors (Hugging Face) inside.")

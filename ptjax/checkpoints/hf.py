@@ -8,7 +8,6 @@ safetensors: pickled `pytorch_model.bin` files are refused.
 """
 
 import json
-import os
 from typing import Optional
 
 import ml_dtypes
@@ -17,7 +16,7 @@ import safetensors
 import safetensors.numpy
 from flax import traverse_util
 
-from ptjax.checkpoints import storage
+from ptjax import files
 from ptjax.checkpoints.validate import (CheckpointError, check_dtype, check_params, flat,
                                          resolve_dtype)
 from ptjax.model import T5Config
@@ -129,9 +128,9 @@ def key_map(config: T5Config) -> list[tuple[str, str, bool]]:
 
 
 def is_hf_folder(path: str) -> bool:
-  return (storage.exists(storage.join(path, CONFIG_FILE))
-          and (storage.exists(storage.join(path, WEIGHTS_FILE))
-               or storage.exists(storage.join(path, INDEX_FILE))))
+  return (files.exists(files.join(path, CONFIG_FILE))
+          and (files.exists(files.join(path, WEIGHTS_FILE))
+               or files.exists(files.join(path, INDEX_FILE))))
 
 
 # safetensors dtype codes -> numpy (safetensors.numpy.load lacks BF16, HF's common dtype).
@@ -182,7 +181,7 @@ def _load_safetensors(data: bytes, source: str) -> dict[str, np.ndarray]:
 
 def _read_json(path: str, what: str) -> dict:
   try:
-    value = json.loads(storage.read_bytes(path))
+    value = json.loads(files.read_bytes(path))
   except ValueError as e:
     raise CheckpointError(f"{path} is not valid JSON ({e}); {what}.") from None
   if not isinstance(value, dict):
@@ -191,35 +190,35 @@ def _read_json(path: str, what: str) -> dict:
 
 
 def _read_tensors(folder: str) -> dict[str, np.ndarray]:
-  index = storage.join(folder, INDEX_FILE)
-  if storage.exists(index):
+  index = files.join(folder, INDEX_FILE)
+  if files.exists(index):
     weight_map = _read_json(index, "a sharded checkpoint's index maps tensor names to "
                                    "shard files").get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
       raise CheckpointError(f"{index} has no weight_map of tensor names to shard files.")
-    files = sorted(set(weight_map.values()))
-    for name in files:
-      if not storage.exists(storage.join(folder, name)):
+    shards = sorted(set(weight_map.values()))
+    for name in shards:
+      if not files.exists(files.join(folder, name)):
         count = sum(v == name for v in weight_map.values())
         raise CheckpointError(
-            f"{storage.join(folder, name)} is missing: {INDEX_FILE} puts {count} tensor(s) "
+            f"{files.join(folder, name)} is missing: {INDEX_FILE} puts {count} tensor(s) "
             f"in it; copy every shard of the checkpoint.")
   else:
-    files = [WEIGHTS_FILE]
+    shards = [WEIGHTS_FILE]
   tensors = {}
-  for name in files:
-    path = storage.join(folder, name)
-    tensors.update(_load_safetensors(storage.read_bytes(path), path))
+  for name in shards:
+    path = files.join(folder, name)
+    tensors.update(_load_safetensors(files.read_bytes(path), path))
   return tensors
 
 
 def read_hf(folder: str, dtype: Optional[str] = None) -> tuple[T5Config, dict]:
   """(T5Config, T5X-named params) of an HF T5ForConditionalGeneration folder."""
   source = f"Hugging Face checkpoint {folder}"
-  if not storage.exists(storage.join(folder, CONFIG_FILE)):
+  if not files.exists(files.join(folder, CONFIG_FILE)):
     raise CheckpointError(f"{source}: no {CONFIG_FILE}.")
   if not is_hf_folder(folder):
-    pickled = os.path.exists(os.path.join(folder, "pytorch_model.bin"))
+    pickled = files.exists(files.join(folder, "pytorch_model.bin"))
     raise CheckpointError(
         f"{source}: no {WEIGHTS_FILE}"
         + (" (pytorch_model.bin is a pickle, which ptjax never loads; re-save with "
@@ -227,7 +226,7 @@ def read_hf(folder: str, dtype: Optional[str] = None) -> tuple[T5Config, dict]:
   tensors = _read_tensors(folder)
   has_lm_head = ("lm_head.weight" in tensors and "shared.weight" in tensors
                  and not np.array_equal(tensors["lm_head.weight"], tensors["shared.weight"]))
-  config = config_from_hf(_read_json(storage.join(folder, CONFIG_FILE),
+  config = config_from_hf(_read_json(files.join(folder, CONFIG_FILE),
                                      "a Hugging Face T5 config.json is a JSON object"),
                           f"{source}/{CONFIG_FILE}", has_lm_head)
   if config.logits_via_embedding:  # An exporter's copy of the tied embedding.
@@ -260,8 +259,8 @@ def save_hf(params: dict, config: T5Config, folder: str, dtype: Optional[str] = 
     array = np.asarray(tensors[path])
     array = array.astype(resolve_dtype(dtype)) if dtype else array
     out[hf_name] = np.ascontiguousarray(array.T if transpose else array)
-  storage.write_bytes(storage.join(folder, CONFIG_FILE),
+  files.write_bytes(files.join(folder, CONFIG_FILE),
                       json.dumps(config_to_hf(config), indent=2).encode())
-  storage.write_bytes(storage.join(folder, WEIGHTS_FILE),
+  files.write_bytes(files.join(folder, WEIGHTS_FILE),
                       safetensors.numpy.save(out, metadata={"format": "pt"}))
   return folder

@@ -17,9 +17,7 @@ a zarr chunk file missing (`fill_missing_data_reads: false`; T5X writes every ch
 its fill_value is null), truncated or failing its gzip/zstd decoding.
 """
 
-import io
 import math
-import os
 from typing import Collection, Optional
 
 import ml_dtypes
@@ -28,6 +26,7 @@ import numpy as np
 import tensorstore as ts
 from flax import serialization, traverse_util
 
+from ptjax import files
 from ptjax.checkpoints import storage
 from ptjax.checkpoints.validate import CheckpointError, check_dtype, flat, resolve_dtype
 
@@ -60,12 +59,12 @@ def _unchunk(tree):
 
 def checkpoint_file(path: str) -> str:
   """The msgpack file of a checkpoint folder, or the path itself for a single file."""
-  candidate = storage.join(path, CHECKPOINT_FILE)
-  return candidate if storage.exists(candidate) else path
+  candidate = files.join(path, CHECKPOINT_FILE)
+  return candidate if files.exists(candidate) else path
 
 
 def _file_size(path: str) -> Optional[int]:
-  return None if storage.is_gcs(path) else os.path.getsize(path)
+  return files.getsize(path)
 
 
 def _read_target(stream, source: str, ckpt_file: Optional[str] = None,
@@ -138,9 +137,7 @@ def read_t5x_step(path: str) -> int:
   absent). T5X's TRAIN_STEPS counts from it: `checkpoint_1100000` + 50,000 steps = 1,150,000.
   Streams the msgpack map and decodes nothing else."""
   ckpt_file = checkpoint_file(path)
-  stream = (io.BytesIO(storage.read_bytes(ckpt_file)) if storage.is_gcs(ckpt_file)
-            else open(ckpt_file, "rb"))
-  with stream:
+  with files.open_read(ckpt_file, binary=True) as stream:
     unpacker = msgpack.Unpacker(stream, raw=False, ext_hook=_ext_hook, strict_map_key=False,
                                 max_buffer_size=2**31 - 1)
     try:
@@ -171,7 +168,7 @@ def _resolve_spec(spec: dict, directory: str) -> dict:
   rel = spec["kvstore"]["path"].rstrip("/")
   # Checkpoints get copied around: keep only the array's folder name.
   name = rel.rsplit("/", 1)[-1]
-  spec["kvstore"] = storage.kvstore_spec(storage.join(directory, name))
+  spec["kvstore"] = storage.kvstore_spec(files.join(directory, name))
   return spec
 
 
@@ -213,13 +210,9 @@ def read_t5x(path: str, dtype: Optional[str] = None,
   are read (an XXL embedding without the other 11B parameters)."""
   ckpt_file = checkpoint_file(path)
   source = f"T5X checkpoint {path}"
-  if storage.is_gcs(ckpt_file):
-    data = storage.read_bytes(ckpt_file)
-    target = _read_target(io.BytesIO(data), source, ckpt_file, len(data))
-  else:
-    with open(ckpt_file, "rb") as f:
-      target = _read_target(f, source, ckpt_file, _file_size(ckpt_file))
-  directory = storage.parent(ckpt_file)
+  with files.open_read(ckpt_file, binary=True) as f:
+    target = _read_target(f, source, ckpt_file, _file_size(ckpt_file))
+  directory = files.dirname(ckpt_file)
   leaves = _split_leaves(target)
   if names is not None:
     missing = sorted(set(names) - {"/".join(k) for k in leaves})
@@ -288,9 +281,13 @@ def save_t5x(params: dict, path: str, *, step: int = 0, dtype: Optional[str] = N
     chunks = [max(1, min(array.shape[0], _CHUNK_BYTES // max(row_bytes, 1))), *array.shape[1:]]
     metadata = {"chunks": chunks, "compressor": {"id": compressor, "level": 1},
                 "dtype": _zarr_dtype(array.dtype), "shape": list(array.shape)}
-    spec = {"driver": "zarr", "kvstore": storage.kvstore_spec(storage.join(path, folder)),
+    spec = {"driver": "zarr", "kvstore": storage.kvstore_spec(files.join(path, folder)),
             "metadata": metadata}
-    store = ts.open(spec, create=True, delete_existing=True).result()
+    if files.exists(files.join(path, folder)):
+      # Not TensorStore's delete_existing: it deletes a key range, which Cloud Storage
+      # emulators (no startOffset/endOffset) widen to the whole bucket.
+      files.rmtree(files.join(path, folder))
+    store = ts.open(spec, create=True).result()
     writes.append(store.write(array))
     target[key] = {"driver": "zarr", "kvstore": {"driver": "gfile", "path": folder},
                    "metadata": metadata}
@@ -299,5 +296,5 @@ def save_t5x(params: dict, path: str, *, step: int = 0, dtype: Optional[str] = N
   state = {"version": VERSION,
            "optimizer": {"target": traverse_util.unflatten_dict(target),
                          "state": {"step": np.asarray(step, np.int32)}}}
-  storage.write_bytes(storage.join(path, CHECKPOINT_FILE), serialization.msgpack_serialize(state))
+  files.write_bytes(files.join(path, CHECKPOINT_FILE), serialization.msgpack_serialize(state))
   return path

@@ -172,5 +172,5 @@ def register_all(vocabulary: seqio.Vocabulary) -> None:
 
 # Not checked at import (a wrong $PTJAX_T5_VOCAB must not break `import ptjax`): a task
 # whose vocabulary file is missing fails in pipeline.get_task, naming the switch.
-register_all(seqio.SentencePieceVocabulary(
+register_all(vocabularies.SentencePieceVocabulary(
     os.environ.get(vocabularies.ENV) or vocabularies.T5_VOCAB_PATH, extra_ids=100))

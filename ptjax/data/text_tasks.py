@@ -6,21 +6,21 @@ TSV: one example per line, `inputs<TAB>targets`; an optional first line
 
 import csv
 import json
-import os
 from typing import Mapping, Sequence
 
 import seqio
 import tensorflow as tf
 
+from ptjax import files
 from ptjax.data import metrics as metrics_lib
 from ptjax.data.vocabularies import output_features
 
 
 def read_examples(path: str) -> list[dict[str, str]]:
   """Reads a .tsv or .jsonl file; errors name the file, the line and the fix."""
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise ValueError(f"Task file {path} does not exist.")
-  if not os.path.isfile(path):
+  if not files.isfile(path):
     raise ValueError(f"Task file {path} is a directory, not a .tsv or .jsonl file.")
   try:
     return _read_examples(path)
@@ -31,7 +31,7 @@ def read_examples(path: str) -> list[dict[str, str]]:
 
 def _read_examples(path: str) -> list[dict[str, str]]:
   examples = []
-  with open(path, encoding="utf-8", newline="") as f:
+  with files.open_read(path) as f:
     if path.endswith(".jsonl"):
       for n, line in enumerate(f, 1):
         if not line.strip():

@@ -10,6 +10,8 @@ from typing import Optional
 
 import seqio
 
+from ptjax import files
+
 T5_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 ENV = "PTJAX_T5_VOCAB"
 
@@ -23,7 +25,7 @@ def t5_vocab_path() -> str:
 
 
 def check_path(path: str) -> None:
-  if "://" not in path and not os.path.isfile(path):
+  if not files.is_remote(path) and not os.path.isfile(path):
     raise ValueError(f"T5 vocabulary {path} does not exist: point {ENV} (or --gin.VOCAB_PATH) "
                      f"at T5's sentencepiece.model (cc_all.32000).")
 
@@ -33,7 +35,34 @@ def t5_vocabulary(path: Optional[str] = None, extra_ids: int = 100) -> seqio.Voc
   if path is None:
     path = t5_vocab_path()
   check_path(path)
-  return seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+  return SentencePieceVocabulary(path, extra_ids=extra_ids)
+
+
+class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
+  """seqio's SentencePiece vocabulary, its model file read through `ptjax.files`.
+
+  seqio reads the file with tf.io.gfile, whose gs:// client ignores STORAGE_EMULATOR_HOST;
+  a remote file is read here and handed to seqio as an in-memory file (TensorFlow's ram://
+  file system); the vocabulary keeps its real path (`sentencepiece_model_file`).
+  """
+
+  def _model_context(self):
+    path = self._sentencepiece_model_file
+    if self._model is None and files.is_remote(path):
+      import hashlib
+
+      import tensorflow as tf
+      data = files.read_bytes(path)
+      local = f"ram://ptjax_vocab/{hashlib.sha256(data).hexdigest()}/sentencepiece.model"
+      if not tf.io.gfile.exists(local):
+        with tf.io.gfile.GFile(local, "wb") as f:
+          f.write(data)
+      self._sentencepiece_model_file = local
+      try:
+        return super()._model_context()
+      finally:
+        self._sentencepiece_model_file = path
+    return super()._model_context()
 
 
 def output_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:

@@ -16,11 +16,13 @@ See docs/experiments.md.
 """
 
 import argparse
+import io
 import os
 import re
 import sys
 
-from ptjax.experiments import families, grids, runner
+from ptjax import files
+from ptjax.experiments import families, grids, launch, runner
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,12 +147,19 @@ def main(argv=None) -> int:
     elif args.command == "table":
       _table(args, name, cells)
     elif args.command == "launch":
-      path = args.out or f"launch_{name}_{args.target}.sh"
-      with open(path, "w") as f:
-        f.write(runner.launch_script(_grid_args(args, name), args.target, host=args.host,
-                                     zone=args.zone, project=args.project))
-      os.chmod(path, 0o755)
+      # One script for the whole selection (`launch all`: one `run all` on every worker), with
+      # every option that selects or runs the cells; checked before anything is written.
+      grid_args = _grid_args(args, args.grid)
+      if args.ensemble_size != grids.ENSEMBLE_SIZE:
+        grid_args.append(f"--ensemble_size={args.ensemble_size}")
+      if args.adaptation_steps:
+        grid_args.append(f"--adaptation_steps={','.join(map(str, args.adaptation_steps))}")
+      grid_args += [f"--flags={f}" for f in args.flags]
+      path = args.out or f"launch_{args.grid}_{args.target}.sh"
+      launch.write_script(path, launch.launch_script(
+          grid_args, args.target, host=args.host, zone=args.zone, project=args.project))
       print(f"wrote {path}")
+      break
   return 0
 
 
@@ -164,18 +173,16 @@ def _table(args, grid, cells):
     print(f"{grid}: no finished cells under {args.root}/{grid}.")
     return
   text, rows = tables.grid_table(grid, results)
-  out = args.out or os.path.join(args.root, "tables")
-  os.makedirs(out, exist_ok=True)
+  out = args.out or files.join(args.root, "tables")
   title = f"## {grid} ({args.family}; {len(results)} of {len(cells)} cells finished)\n\n"
-  with open(os.path.join(out, f"{grid}.md"), "w") as f:
-    f.write(title + text + "\n")
-  with open(os.path.join(out, f"{grid}.csv"), "w", newline="") as f:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    writer = csv.DictWriter(f, fields)
-    writer.writeheader()
-    writer.writerows(rows)
+  files.write_text(files.join(out, f"{grid}.md"), title + text + "\n")
+  csv_text = io.StringIO(newline="")
+  writer = csv.DictWriter(csv_text, list(dict.fromkeys(k for r in rows for k in r)))
+  writer.writeheader()
+  writer.writerows(rows)
+  files.write_text(files.join(out, f"{grid}.csv"), csv_text.getvalue())
   if grid in tables.FIGURE_AXES:
-    figures.plot_grid(grid, results, os.path.join(out, f"{grid}.png"))
+    figures.plot_grid(grid, results, files.join(out, f"{grid}.png"))
   print(title + text)
 
 

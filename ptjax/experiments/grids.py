@@ -14,6 +14,7 @@ import re
 import shlex
 from typing import Optional, Sequence
 
+from ptjax import files
 from ptjax.experiments.families import FAMILIES, Family
 
 SEEDS = (0, 1, 2)
@@ -51,7 +52,7 @@ class Run:
     return " ".join(shell_quote(a) for a in self.argv())
 
   def done(self) -> bool:
-    return os.path.exists(os.path.join(self.model_dir, self.done_file))
+    return files.exists(files.join(self.model_dir, self.done_file))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,37 +110,37 @@ def tuning_run(family: Family, model_dir: str, size: str, task: str, seed: int, 
                init: str = "class_label", checkpoint: Optional[str] = None,
                eval_task: Optional[str] = None) -> Run:
   """A prompt tuning / model tuning / prompt design run of `task` on the family's `size`."""
-  files = [family.model_gin.format(size=size)]
+  gin_files = [family.model_gin.format(size=size)]
   bindings = [("MIXTURE_OR_TASK_NAME", repr(task)),
               ("INITIAL_CHECKPOINT_PATH", repr(checkpoint or family.lm_adapted(size)))]
   bindings += family.task_bindings(task)
   labels = _labels_of(task)
   if method == "prompt_design":  # NUM_SHOTS solved train examples before each input.
-    files.append("runs/prompt_design.gin")
+    gin_files.append("runs/prompt_design.gin")
     lengths = ast.literal_eval(dict(bindings).get("TASK_FEATURE_LENGTHS",
                                                   "{'inputs': 512, 'targets': 16}"))
     lengths["inputs"] *= DESIGN_SHOTS + 1
     bindings = [b for b in bindings if b[0] != "TASK_FEATURE_LENGTHS"]
     bindings += [("TASK_FEATURE_LENGTHS", repr(lengths)), ("NUM_SHOTS", str(DESIGN_SHOTS))]
-    return Run(model_dir, tuple(files), tuple(bindings), "eval/metrics.jsonl")
+    return Run(model_dir, tuple(gin_files), tuple(bindings), "eval/metrics.jsonl")
   bindings += family.recipe + (("RANDOM_SEED", str(seed)),
                                ("BEST_METRIC", repr(_best_metric(task, eval_task))))
   if eval_task:
     bindings.append(("train_eval/utils.DatasetConfig.mixture_or_task_name", repr(eval_task)))
   if method == "model_tuning":
-    files.append("runs/model_tune.gin")
+    gin_files.append("runs/model_tune.gin")
     bindings = list(dict(list(bindings) + list(family.model_tuning)).items())
   else:
-    files.append("runs/prompt_tune.gin")
+    gin_files.append("runs/prompt_tune.gin")
     if init == "class_label" and not labels:
       init = "sampled_vocab"  # The paper: tasks without labels start from sampled vocab.
-    files.append(_INITS[init])
+    gin_files.append(_INITS[init])
     if init == "class_label":
       bindings.append(("CLASS_LABELS", repr(list(labels))))
     if init == "sampled_vocab" and family.name == "mini":
       bindings.append(("initializers.sampled_vocab.max_id", "1000"))
     bindings.append(("PROMPT_LENGTH", str(prompt_length or family.prompt_length)))
-  return Run(model_dir, tuple(files), tuple(bindings), "metrics.jsonl")
+  return Run(model_dir, tuple(gin_files), tuple(bindings), "metrics.jsonl")
 
 
 def adaptation_run(family: Family, model_dir: str, size: str, steps: int) -> Run:

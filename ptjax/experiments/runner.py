@@ -13,33 +13,24 @@ MODEL_DIR aside, is reused, its folder copied, not run again.
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
+from ptjax import files
 from ptjax.data import metrics
 from ptjax.experiments.grids import Cell, Run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _gfile():
-  import tensorflow as tf  # gs:// roots (TPU pods write to buckets).
-  return tf.io.gfile
-
-
-def exists(path: str) -> bool:
-  return _gfile().exists(path)
-
-
 def cell_done(cell: Cell) -> bool:
-  return exists(os.path.join(cell.model_dir, "cell.json"))
+  return files.exists(files.join(cell.model_dir, "cell.json"))
 
 
 def run_done(run: Run) -> bool:
-  return exists(os.path.join(run.model_dir, run.done_file))
+  return files.exists(files.join(run.model_dir, run.done_file))
 
 
 def status(cells: Sequence[Cell]) -> dict[str, list[str]]:
@@ -47,7 +38,7 @@ def status(cells: Sequence[Cell]) -> dict[str, list[str]]:
   out = {"done": [], "started": [], "pending": []}
   for cell in cells:
     key = ("done" if cell_done(cell) else
-           "started" if any(exists(r.model_dir) for r in cell.runs) else "pending")
+           "started" if any(files.exists(r.model_dir) for r in cell.runs) else "pending")
     out[key].append(cell.name)
   return out
 
@@ -57,7 +48,7 @@ def missing_requirements(cells: Sequence[Cell]) -> list[str]:
   out = {}
   for cell in cells:
     for path, how in cell.requires:
-      if path not in out and not path.startswith("gs://") and not exists(path):
+      if path not in out and not files.exists(path):
         out[path] = how
   return [f"{path} (make it: {how})" for path, how in out.items()]
 
@@ -67,17 +58,8 @@ def best_eval(model_dir: str, best_metric: Optional[str],
   """The eval row of `metrics_file` (a training run's metrics.jsonl, or a standalone eval's
   eval/metrics.jsonl) with the best `best_metric` (the last row when it is absent), as the
   paper reports dev scores with early stopping."""
-  path = os.path.join(model_dir, metrics_file)
-  with _gfile().GFile(path) as f:
-    lines = f.read().split("\n")
-  rows = []
-  for i, line in enumerate(lines):
-    if line.strip():
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        if i != len(lines) - 1:  # Only a torn last line (a killed append) is skipped.
-          raise ValueError(f"{path}, line {i + 1}, is not valid JSON.") from None
+  path = files.join(model_dir, metrics_file)
+  rows = files.read_jsonl(path)  # A torn last line (a killed append) is skipped.
   rows = [r for r in rows if r.get("kind") == "eval"] or rows
   if not rows:
     raise ValueError(f"{path} has no evaluation.")
@@ -91,8 +73,7 @@ def best_eval(model_dir: str, best_metric: Optional[str],
 def cell_result(cell: Cell) -> dict:
   last = cell.runs[-1]
   if last.done_file == "ensemble.json":
-    with _gfile().GFile(os.path.join(last.model_dir, "ensemble.json")) as f:
-      metrics = json.load(f)
+    metrics = files.read_json(files.join(last.model_dir, "ensemble.json"))
   else:
     best = dict(last.bindings).get("BEST_METRIC")
     metrics = best_eval(last.model_dir, best and best.strip("'\""),
@@ -122,11 +103,13 @@ def signature(run: Run) -> str:
 
 def finished_runs(cells: Iterable[Cell]) -> dict[str, str]:
   """{signature: MODEL_DIR} of the finished runs among `cells` on local disk (runs in a
-  gs:// bucket are not indexed: probing every run there would cost a request each)."""
+  gs:// bucket are not indexed: probing every run there would cost a request each, and
+  copying a run folder inside a bucket is left to `gsutil`)."""
   out = {}
   for cell in cells:
     for run in cell.runs:
-      if not run.model_dir.startswith("gs://") and signature(run) not in out and run_done(run):
+      if (not files.is_remote(run.model_dir) and signature(run) not in out
+          and run_done(run)):
         out[signature(run)] = run.model_dir
   return out
 
@@ -137,7 +120,7 @@ def reuse(source: str, model_dir: str) -> None:
   A copy, never hard links: continuing or re-evaluating the reused run must not write
   into the original run's files (root ignores read-only bits, so links cannot be made
   safe). Local roots only, where runs are small enough to copy."""
-  shutil.copytree(source, model_dir, ignore=shutil.ignore_patterns("cell.json"))
+  files.copytree(source, model_dir, skip=("cell.json",))
 
 
 def run_cells(cells: Sequence[Cell], *, flags: Sequence[str] = (),
@@ -157,7 +140,8 @@ def run_cells(cells: Sequence[Cell], *, flags: Sequence[str] = (),
   for i, (cell, runs) in enumerate(plan, 1):
     for run in runs:
       source = (finished or {}).get(signature(run))
-      if source and source != run.model_dir and not exists(run.model_dir):
+      if (source and source != run.model_dir and not files.is_remote(run.model_dir)
+          and not files.exists(run.model_dir)):
         reuse(source, run.model_dir)
         log(f"[{i}/{len(plan)}] {cell.grid} {cell.name}: reused {source} (identical run)")
         counts["reused"] += 1
@@ -173,57 +157,21 @@ def run_cells(cells: Sequence[Cell], *, flags: Sequence[str] = (),
       log(f"    done in {time.perf_counter() - tic:.0f} s")
       counts["runs"] += 1
     if write_results:
-      with _gfile().GFile(os.path.join(cell.model_dir, "cell.json"), "w") as f:
-        f.write(json.dumps(cell_result(cell), indent=1))
+      files.write_json(files.join(cell.model_dir, "cell.json"), cell_result(cell), indent=1)
   return counts
 
 
 def load_results(root: str, grid: str) -> list[dict]:
   """Every cell.json under `root/grid`, in path order."""
-  gfile = _gfile()
-  paths = sorted(os.path.join(folder, "cell.json")
-                 for folder, _, files in gfile.walk(os.path.join(root, grid))
-                 if "cell.json" in files)
+  paths = sorted(files.join(folder, "cell.json")
+                 for folder, names in files.walk(files.join(root, grid))
+                 if "cell.json" in names)
   out = []
   for path in paths:
-    with gfile.GFile(path) as f:
-      text = f.read()
+    text = files.read_text(path)
     try:
       out.append(json.loads(text))
     except json.JSONDecodeError as e:
       raise ValueError(f"{path} is not valid JSON ({e.msg}): delete it and `run` the cell "
                        f"again (its runs are kept and not re-run).") from None
   return out
-
-
-# --- Launch scripts --------------------------------------------------------------------
-
-INSTALL = {"tpu": 'pip install -e . "jax[tpu]"', "gpu": 'pip install -e . "jax[cuda12]"'}
-
-
-def launch_script(grid_args: Sequence[str], target: str, *, host: str = "",
-                  zone: str = "", project: str = "", repo_dir: str = "~/ptjax") -> str:
-  """A bash script that runs `python -m ptjax.experiments run <grid_args>` on a TPU VM or
-  pod slice (every worker, multi-host) or on one GPU host, after installing ptjax."""
-  experiments = shlex.join(["python", "-m", "ptjax.experiments", "run", *grid_args])
-  if target == "tpu":
-    remote = (f"cd {repo_dir} && {INSTALL['tpu']} && {experiments} "
-              f"--flags=--initialize_distributed")
-    where = (f'TPU="${{TPU:-{host}}}" ZONE="${{ZONE:-{zone}}}" '
-             f'PROJECT="${{PROJECT:-{project}}}"')
-    body = (f"{where}\n"
-            "# Every worker runs the same plan; each run is one multi-host program.\n"
-            'gcloud compute tpus tpu-vm ssh "$TPU" --zone "$ZONE" --project "$PROJECT" '
-            f"--worker=all \\\n  --command {shlex.quote(remote)}\n")
-  elif target == "gpu":
-    remote = (f"cd {repo_dir} && {INSTALL['gpu']} && nohup {experiments} "
-              "> experiments.log 2>&1 &")
-    body = (f'HOST="${{HOST:-{host}}}"\n'
-            f'ssh "$HOST" {shlex.quote(remote)}\n'
-            'echo "running on $HOST: ssh $HOST tail -f ' + repo_dir + '/experiments.log"\n')
-  else:
-    raise ValueError(f"Unknown launch target {target!r}: 'tpu' or 'gpu'.")
-  return ("#!/usr/bin/env bash\n"
-          f"# Written by `python -m ptjax.experiments launch`: {' '.join(grid_args)} on {target}.\n"
-          "# ptjax must be cloned at the same path on the host(s); finished cells are skipped.\n"
-          "set -euo pipefail\n" + body)

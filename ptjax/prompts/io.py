@@ -6,7 +6,6 @@ goes to the encoder only, as in the paper).
 """
 
 import json
-import os
 
 import numpy as np
 import safetensors.numpy
@@ -31,24 +30,24 @@ def save_peft(prompt, folder: str, *, num_layers: int, num_heads: int,
               base_model: str = "") -> str:
   """A PEFT prompt-tuning adapter folder; each file written whole."""
   prompt = np.ascontiguousarray(np.asarray(prompt, np.float32))
-  with files.atomic_path(os.path.join(folder, ADAPTER_WEIGHTS)) as tmp:
-    safetensors.numpy.save_file({"prompt_embeddings": prompt}, tmp)
+  files.write_bytes(files.join(folder, ADAPTER_WEIGHTS),
+                    safetensors.numpy.save({"prompt_embeddings": prompt}))
   config = {"peft_type": "PROMPT_TUNING", "task_type": "SEQ_2_SEQ_LM",
             "num_virtual_tokens": prompt.shape[0], "token_dim": prompt.shape[1],
             "num_transformer_submodules": 1, "num_attention_heads": num_heads,
             "num_layers": num_layers, "prompt_tuning_init": "RANDOM",
             "base_model_name_or_path": base_model, "inference_mode": True}
-  files.write_json(os.path.join(folder, ADAPTER_CONFIG), config, indent=2)
+  files.write_json(files.join(folder, ADAPTER_CONFIG), config, indent=2)
   return folder
 
 
 def _run_checkpoints_folder(path: str):
   """(checkpoints folder, None) for `MODEL_DIR` or `MODEL_DIR/checkpoints`; (None, step
   folder) for one `<step>` folder of a ptjax run; (None, None) otherwise."""
-  for candidate in (os.path.join(path, "checkpoints"), path):
-    if os.path.isdir(candidate) and any(n.isdigit() for n in os.listdir(candidate)):
+  for candidate in (files.join(path, "checkpoints"), path):
+    if files.isdir(candidate) and any(n.isdigit() for n in files.listdir(candidate)):
       return candidate, None
-  if os.path.isdir(os.path.join(path, "default")):
+  if files.isdir(files.join(path, "default")):
     return None, path
   return None, None
 
@@ -68,23 +67,22 @@ def _load_run_prompt(folder, step_folder) -> np.ndarray:
   if step_folder is not None:
     return _prompt_of(restore_step_folder(step_folder), step_folder)
   step, tree = restore_newest(folder, restore_step_folder, then="using")
-  return _prompt_of(tree, os.path.join(folder, str(step)))
+  return _prompt_of(tree, files.join(folder, str(step)))
 
 
 def _load_peft(path: str) -> np.ndarray:
-  weights = os.path.join(path, ADAPTER_WEIGHTS)
-  config_path = os.path.join(path, ADAPTER_CONFIG)
-  if not os.path.exists(weights):
+  weights = files.join(path, ADAPTER_WEIGHTS)
+  config_path = files.join(path, ADAPTER_CONFIG)
+  if not files.exists(weights):
     raise PromptFileError(f"{path}: no {ADAPTER_WEIGHTS}; expected a PEFT prompt-tuning "
                           f"adapter folder or a .npy file.")
-  if not os.path.exists(config_path):
+  if not files.exists(config_path):
     raise PromptFileError(
         f"{config_path} is missing: a PEFT adapter folder needs it beside {ADAPTER_WEIGHTS} "
         f"(peft_type PROMPT_TUNING, num_virtual_tokens); copy the whole folder written by "
         f"save_pretrained.")
   try:
-    with open(config_path) as f:
-      config = json.load(f)
+    config = json.loads(files.read_text(config_path))
   except ValueError as e:
     raise PromptFileError(f"{config_path} is not valid JSON ({e}); copy it again.") from None
   if not isinstance(config, dict):
@@ -93,9 +91,9 @@ def _load_peft(path: str) -> np.ndarray:
     raise PromptFileError(f"{path}: peft_type {config.get('peft_type')!r} is not "
                           f"PROMPT_TUNING.")
   try:
-    tensors = safetensors.numpy.load_file(weights)
+    tensors = safetensors.numpy.load(files.read_bytes(weights))
   except Exception as e:  # safetensors' SafetensorError is no ValueError.
-    size = os.path.getsize(weights)
+    size = files.getsize(weights)
     raise PromptFileError(
         f"{weights} is truncated or not a safetensors file ({size:,} bytes; "
         f"{' '.join(str(e).split())}); copy it again.") from None
@@ -114,16 +112,16 @@ def _load_peft(path: str) -> np.ndarray:
 def load_prompt(path: str) -> np.ndarray:
   """[P, embed] float32 from a .npy file, a PEFT prompt-tuning adapter folder or a ptjax
   run (MODEL_DIR, its checkpoints/ folder or one step folder; newest readable step)."""
-  if os.path.isdir(path) and not os.path.exists(os.path.join(path, ADAPTER_WEIGHTS)):
+  if files.isdir(path) and not files.exists(files.join(path, ADAPTER_WEIGHTS)):
     folder, step_folder = _run_checkpoints_folder(path)
     if folder is not None or step_folder is not None:
       return _load_run_prompt(folder, step_folder)
-  if os.path.isdir(path):
+  if files.isdir(path):
     return _load_peft(path)
-  if not os.path.exists(path):
+  if not files.exists(path):
     raise PromptFileError(f"Prompt file {path} does not exist.")
   try:
-    prompt = np.load(path, allow_pickle=False)
+    prompt = files.load_npy(path)
   except (ValueError, EOFError, OSError) as e:
     raise PromptFileError(f"Prompt file {path} is not a .npy array ({e}).") from None
   if prompt.ndim != 2:

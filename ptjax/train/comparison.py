@@ -7,7 +7,6 @@ under scopes (`prompt_design/evaluation.evaluate`, `prompt_tuning/trainer.train`
 
 import collections
 import dataclasses
-import os
 import time
 from typing import Callable, Mapping, Optional
 
@@ -64,8 +63,8 @@ def compare(*, model_dir: str, mixture_or_task_name: str, metric: str,
   finished runs report their results and rows equal to the earlier table's keep its wall
   times: the same command prints the same table."""
   earlier = {}  # A run of the same comparison before: its rows keep their wall times.
-  path = os.path.join(model_dir, "comparison.json")
-  if os.path.exists(path):
+  path = files.join(model_dir, "comparison.json")
+  if files.exists(path):
     record = files.read_json(path)
     if record.get("task") == mixture_or_task_name and record.get("metric") == metric:
       earlier = {r["method"]: Row(**r) for r in record["rows"]}
@@ -80,7 +79,7 @@ def compare(*, model_dir: str, mixture_or_task_name: str, metric: str,
       continue
     print(f"== {name} ==", flush=True)
     tic = time.perf_counter()
-    results = fn(model_dir=os.path.join(model_dir, name.replace(" ", "_")))
+    results = fn(model_dir=files.join(model_dir, name.replace(" ", "_")))
     if metric not in results:
       raise ValueError(f"{name} returned no {metric!r} (it has {sorted(results)}): set "
                        f"BEST_METRIC to a metric of {mixture_or_task_name}.")
@@ -94,9 +93,9 @@ def compare(*, model_dir: str, mixture_or_task_name: str, metric: str,
                                                                      row.trainable_parameters):
       rows[i] = old
   table = format_table(rows, metric)
-  files.write_text(os.path.join(model_dir, "comparison.md"),
+  files.write_text(files.join(model_dir, "comparison.md"),
                    f"{mixture_or_task_name}, validation split\n\n{table}\n")
-  files.write_json(os.path.join(model_dir, "comparison.json"),
+  files.write_json(files.join(model_dir, "comparison.json"),
                    {"task": mixture_or_task_name, "metric": metric,
                     "rows": [dataclasses.asdict(r) for r in rows]}, indent=1)
   print(f"\n{mixture_or_task_name} (validation)\n{table}", flush=True)

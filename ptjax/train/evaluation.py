@@ -12,7 +12,6 @@ Every pass writes `<out>/<task>/step_<n>.jsonl` (input, target, prediction, scor
 import dataclasses
 import functools
 import json
-import os
 from typing import Mapping, Optional, Sequence
 
 import jax
@@ -218,7 +217,7 @@ class Evaluator:
                          f"not finite (half precision overflow, or a diverged prompt); "
                          f"nothing was written.")
       if jax.process_index() == 0:
-        _write(os.path.join(out_dir, task.name), step, self.split, results, rows, keep_best)
+        _write(files.join(out_dir, task.name), step, self.split, results, rows, keep_best)
       prefix = "" if len(self.tasks) == 1 else f"{task.name}/"
       merged.update({prefix + k: v for k, v in results.items()})
       scores = {k: v for k, v in results.items() if k not in ("loss", "illegal_predictions")}
@@ -230,7 +229,7 @@ class Evaluator:
     return merged
 
   def run(self, state: TrainState, step: int, model_dir: str) -> dict[str, float]:
-    return self.run_pass(state, step, os.path.join(model_dir, "eval"))
+    return self.run_pass(state, step, files.join(model_dir, "eval"))
 
 
 def score_texts(task, examples: Sequence[Mapping], texts: Sequence[str]) -> dict[str, float]:
@@ -256,14 +255,14 @@ def _write(folder: str, step: int, split: str, results: dict, rows: list,
            keep_best: bool = True):
   """Predictions, metrics and (`keep_best`: training's evaluations) best.json of one pass,
   each written whole (ptjax.files)."""
-  files.write_text(os.path.join(folder, f"step_{step}.jsonl"),
+  files.write_text(files.join(folder, f"step_{step}.jsonl"),
                    "".join(json.dumps(r) + "\n" for r in rows))
-  files.write_json(os.path.join(folder, f"step_{step}.metrics.json"),
+  files.write_json(files.join(folder, f"step_{step}.metrics.json"),
                    {"step": step, "split": split, **results})
   if not keep_best:
     return
-  path = os.path.join(folder, "best.json")
-  best = files.read_json(path) if os.path.exists(path) else {}
+  path = files.join(folder, "best.json")
+  best = files.read_json(path) if files.exists(path) else {}
   for name, value in results.items():
     old = best.get(name)
     if old is None or (value < old["value"] if metrics_lib.lower_is_better(name)
@@ -342,11 +341,11 @@ def evaluate(*, model_dir: str, model_config: T5Config, dataset_cfg: utils.Datas
                                   partitioner)
   evaluator_ = Evaluator(run, steps, dataset_cfg, evaluator, prompt_design)
   if jax.process_index() == 0:  # Its own config, never the training run's config.gin.
-    gin_utils.write_config(os.path.join(model_dir, output_subdir, "config.gin"))
-  out = os.path.join(model_dir, output_subdir)
+    gin_utils.write_config(files.join(model_dir, output_subdir, "config.gin"))
+  out = files.join(model_dir, output_subdir)
   # Its own files only: a training run in MODEL_DIR keeps its best.json and metrics.jsonl.
   results = evaluator_.run_pass(state, 0, out, keep_best=False)
-  runs.MetricLog(model_dir, os.path.join(out, "metrics.jsonl")).scalars(output_subdir, 0,
+  runs.MetricLog(model_dir, files.join(out, "metrics.jsonl")).scalars(output_subdir, 0,
                                                                         results)
   if jax.process_index() == 0:
     print(json.dumps({"task": dataset_cfg.mixture_or_task_name, "split": dataset_cfg.split,

@@ -3,13 +3,18 @@ into trainable / frozen and placed on the mesh, the sharded train state, metric 
 Shared by training (`trainer`) and evaluation (`evaluation`)."""
 
 import dataclasses
+import io
 import json
 import os
+import socket
+import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
 import optax
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer import record_writer
 
 from ptjax import files, prompts
 from ptjax.checkpoints import load_checkpoint
@@ -90,28 +95,39 @@ def init_state(run: Run, optimizer: optax.GradientTransformation,
 
 
 class MetricLog:
-  """Progress lines on stdout and JSONL + TensorBoard scalars in MODEL_DIR (host 0 only)."""
+  """Progress lines on stdout and JSONL + TensorBoard scalars in MODEL_DIR (host 0 only).
+
+  TensorBoard events are framed by TensorBoard's own record writer and written through
+  `ptjax.files` (so a gs:// MODEL_DIR on an emulator gets them too; TensorFlow's writer
+  only talks to Google): one event file per kind (`train/`, `eval/`), appended one record
+  batch at a time (gs://: the object rewritten whole).
+  """
 
   def __init__(self, model_dir: str, path: Optional[str] = None):
     """`path`: the JSONL file (default MODEL_DIR/metrics.jsonl; a standalone eval keeps its
     own, so it never adds rows to a training run's)."""
     self.enabled = jax.process_index() == 0
-    self.path = path or os.path.join(model_dir, "metrics.jsonl")
-    self._writers = {}
+    self.path = path or files.join(model_dir, "metrics.jsonl")
+    self._events = {}
     self._model_dir = model_dir
 
   def scalars(self, kind: str, step: int, values: Mapping[str, float]):
     if not self.enabled:
       return
     files.append_line(self.path, json.dumps({"kind": kind, "step": step, **values}))
-    import tensorflow as tf  # Heavy; TensorBoard event files only.
-    if kind not in self._writers:
-      self._writers[kind] = tf.summary.create_file_writer(os.path.join(self._model_dir, kind))
-    with self._writers[kind].as_default():
-      for name, value in values.items():
-        tf.summary.scalar(name, value, step=step)
-    self._writers[kind].flush()
     # Metric names with '/' (mixture tasks) are TensorBoard groups; JSONL keeps them as is.
+    events = [event_pb2.Event(wall_time=time.time(), step=step, summary=summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=name, simple_value=float(value))]))
+              for name, value in values.items()]
+    if kind not in self._events:
+      self._events[kind] = files.join(self._model_dir, kind, f"events.out.tfevents."
+                                      f"{time.time():.0f}.{socket.gethostname()}.{os.getpid()}.v2")
+      events.insert(0, event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+    buffer = io.BytesIO()
+    writer = record_writer.RecordWriter(buffer)
+    for event in events:
+      writer.write(event.SerializeToString())
+    files.append_bytes(self._events[kind], buffer.getvalue())
 
   def line(self, text: str, progress=None):
     """Prints `text` on host 0; through `progress` (a console.Progress) when a bar is shown,

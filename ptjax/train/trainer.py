@@ -7,7 +7,6 @@ checkpoint, metrics. Resumes automatically from the newest checkpoint in MODEL_D
 """
 
 import dataclasses
-import os
 import time
 from typing import Callable, Optional, Sequence
 
@@ -154,7 +153,7 @@ def train(*, model_dir: str, model_config: T5Config,
   total = trainable_parameters + sum(x.size for x in jax.tree.leaves(run.frozen))
   log.line(f"Trainable parameters: {trainable_parameters:,} of {total:,} "
            f"({100 * trainable_parameters / total:.3g}%).")
-  checkpoints = RunCheckpoints(os.path.join(model_dir, "checkpoints"),
+  checkpoints = RunCheckpoints(files.join(model_dir, "checkpoints"),
                                checkpoint_cfg.save.period, checkpoint_cfg.save.keep)
   latest = checkpoints.latest_step()
   if latest is not None and latest > last_step:
@@ -179,7 +178,7 @@ def train(*, model_dir: str, model_config: T5Config,
     raise ValueError(f"BEST_METRIC={best_metric!r} is not a metric of "
                      f"{eval_cfg.mixture_or_task_name}; it has {sorted(known)}.")
   if jax.process_index() == 0:  # Setup succeeded: now the run's config is worth keeping.
-    gin_utils.write_config(os.path.join(model_dir, "config.gin"))
+    gin_utils.write_config(files.join(model_dir, "config.gin"))
   data = pipeline.batches(data_cfg.mixture_or_task_name, data_cfg.task_feature_lengths,
                           data_cfg.split, data_cfg.batch_size, shuffle=data_cfg.shuffle,
                           seed=random_seed if data_cfg.seed is None else data_cfg.seed,
@@ -222,7 +221,7 @@ def train(*, model_dir: str, model_config: T5Config,
       if best_metric in metrics and _improved(best_metric, metrics[best_metric],
                                               best and best["value"]):
         best = {"step": step, "metric": best_metric, "value": metrics[best_metric]}
-        _export(run, state, os.path.join(model_dir, "best"), best)
+        _export(run, state, files.join(model_dir, "best"), best)
     if step % checkpoint_cfg.save.period == 0 or step == last_step:
       checkpoints.save(step, _saved(state, start_step), force=True)
   progress.close()
@@ -290,15 +289,15 @@ class FiniteGuard:
 def _real(path: Optional[str]) -> Optional[str]:
   """A local path with links resolved (the same checkpoint reached through another clone or
   link is the same run); gs:// and None as they are."""
-  return path if path is None or "://" in path else os.path.realpath(path)
+  return path if path is None else files.abspath(path)
 
 
 def _check_same_run(model_dir: str, identity: dict, resuming: bool) -> None:
   """MODEL_DIR/run.json names the experiment its checkpoints belong to. Resuming another
   experiment's checkpoints (another task, frozen model, prompt length or TRAINABLE) would
   report their results as this one's: refused in one line."""
-  path = os.path.join(model_dir, "run.json")
-  if os.path.exists(path):
+  path = files.join(model_dir, "run.json")
+  if files.exists(path):
     earlier = files.read_json(path)
     changed = sorted(k for k in identity if earlier.get(k) != identity[k])
     if resuming and changed:
@@ -316,7 +315,7 @@ def _last_eval(metrics_path: str, step: int) -> dict:
   """The finished run's last evaluation (metrics.jsonl), reported when there is nothing left
   to train: running a finished command again gives its result."""
   found = {}
-  if os.path.exists(metrics_path):
+  if files.exists(metrics_path):
     for record in files.read_jsonl(metrics_path):
       if record.get("kind") == "eval" and record.get("step") == step:
         found = {k: v for k, v in record.items() if k not in ("kind", "step")}
@@ -330,8 +329,8 @@ def _saved(state: TrainState, start_step: int) -> dict:
 
 
 def _read_best(model_dir: str) -> Optional[dict]:
-  path = os.path.join(model_dir, "best", "best.json")
-  return files.read_json(path) if os.path.exists(path) else None
+  path = files.join(model_dir, "best", "best.json")
+  return files.read_json(path) if files.exists(path) else None
 
 
 def _export_params(run: Run, state: TrainState, model_dir: str, step: int):
@@ -344,7 +343,7 @@ def _export_params(run: Run, state: TrainState, model_dir: str, step: int):
   params = jax.tree.map(lambda x: np.asarray(
       jax.experimental.multihost_utils.process_allgather(x, tiled=True)), params)
   if jax.process_index() == 0:
-    path = save_t5x(params, os.path.join(model_dir, f"checkpoint_{step}"), step=step)
+    path = save_t5x(params, files.join(model_dir, f"checkpoint_{step}"), step=step)
     print(f"Model weights (T5X checkpoint): {path}", flush=True)
 
 
@@ -356,9 +355,8 @@ def _export(run: Run, state: TrainState, folder: str, record: Optional[dict]):
   value = np.asarray(jax.experimental.multihost_utils.process_allgather(prompt, tiled=True))
   if jax.process_index() != 0:
     return
-  os.makedirs(folder, exist_ok=True)
-  prompts.save_npy(value, os.path.join(folder, "prompt.npy"))
-  prompts.save_peft(value, os.path.join(folder, "peft_adapter"),
+  prompts.save_npy(value, files.join(folder, "prompt.npy"))
+  prompts.save_peft(value, files.join(folder, "peft_adapter"),
                     num_layers=run.config.num_encoder_layers, num_heads=run.config.num_heads)
   if record is not None:
-    files.write_json(os.path.join(folder, "best.json"), record)
+    files.write_json(files.join(folder, "best.json"), record)

@@ -243,15 +243,10 @@ def test_error_unsupported_version_and_no_target(tmp_path):
     load_checkpoint(str(tmp_path / "empty"))
 
 
-def test_object_store_existence_lists_instead_of_reading():
+def test_kvstore_spec_of_gs_and_local_paths():
   from ptjax.checkpoints import storage
-  store = ts.KvStore.open({"driver": "memory"}).result()
-  store.write("ckpt/checkpoint", b"x").result()
-  store.write("ckpt/target.w/0.0", b"y").result()
-  assert storage.key_exists(store, "ckpt/checkpoint")
-  assert storage.key_exists(store, "ckpt/")  # A folder.
-  assert storage.key_exists(store, "ckpt/target.w")
-  assert not storage.key_exists(store, "ckpt/check")  # A prefix is not an object.
-  assert not storage.key_exists(store, "other")
   assert storage.kvstore_spec("gs://bucket/a/b") == {"driver": "gcs", "bucket": "bucket",
                                                      "path": "a/b"}
+  assert storage.kvstore_spec("rel/x") == {"driver": "file", "path": os.path.abspath("rel/x")}
+  with pytest.raises(ValueError, match="local or gs:// paths only"):
+    storage.kvstore_spec("s3://b/k")

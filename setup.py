@@ -44,5 +44,6 @@ setuptools.setup(
         # torch is pinned to the CPU wheel; an unpinned torch pulls GBs of CUDA.
         "compare": ["torch==2.13.0", "transformers>=4.44,<6", "peft>=0.12,<1"],
     },
-    entry_points={"console_scripts": ["ptjax-convert=ptjax.convert:run"]},
+    entry_points={"console_scripts": ["ptjax-convert=ptjax.convert:run",
+                                     "ptjax-extract=ptjax.prompts.extract:run"]},
 )

@@ -15,7 +15,7 @@ import seqio
 
 from ptjax import files
 from ptjax.data import pipeline
-from ptjax.model import T5Config
+from ptjax.model import T5Config, inference
 from ptjax.prompts import multi
 from ptjax.serve import PromptServer
 from ptjax.train import evaluation
@@ -25,12 +25,14 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, prompt_files: Sequenc
              model_config: T5Config, initial_checkpoint_path: str,
              task_feature_lengths: Mapping[str, int], batch_size: int = 32,
              eval_split: str = "validation",
-             max_eval_examples: Optional[int] = None) -> dict:
+             max_eval_examples: Optional[int] = None,
+             decoding: inference.DecodingConfig = inference.DecodingConfig()) -> dict:
   """Scores each prompt alone and their majority vote; writes and returns
   {'members': [metrics], 'average': {...}, 'best': {...}, 'ensemble': {...},
    'predictions': [{'members': [text per prompt], 'vote': text} per example]}.
 
-  Per batch, `batch_size` examples x N prompts rows run through the frozen model at once.
+  Per batch, `batch_size` examples x N prompts rows run through the frozen model at once;
+  every member decodes as `decoding` says (DECODING_METHOD, gin/decoding/*.gin).
   """
   if len(prompt_files) < 2:
     raise ValueError(f"An ensemble needs at least 2 prompts; PROMPT_FILES has "
@@ -45,7 +47,8 @@ def evaluate(*, model_dir: str, mixture_or_task_name: str, prompt_files: Sequenc
                         task.output_features["inputs"].vocabulary,
                         batch_size=batch_size * len(names),
                         max_input_length=task_feature_lengths["inputs"],
-                        max_decode_length=task_feature_lengths["targets"])
+                        max_decode_length=task_feature_lengths["targets"],
+                        decoding=decoding)
   # The task's own token ids (a sentinel or task index included), example-major: each
   # batch holds whole examples under all N prompts.
   answers, _ = server.decode([ex["inputs"] for ex in examples for _ in names],

@@ -16,7 +16,6 @@ other requests of its batch are still answered:
 """
 
 import contextlib
-import functools
 import io
 import json
 import sys
@@ -37,13 +36,17 @@ class PromptServer:
   """Answers requests of many tasks with one frozen model and a prompt per task.
 
   Inputs are tokenized with `vocabulary`, given EOS and padded to `max_input_length`
-  (one compiled program for every batch); batches have `batch_size` rows.
+  (one compiled program for every batch); batches have `batch_size` rows. Answers are
+  decoded as `decoding` says (greedy by default; gin/decoding/*.gin), `decoding`'s
+  max_decode_length (MAX_DECODE_LENGTH) tokens, or `max_decode_length` when it is None.
+  Sampling draws the n-th batch this server decodes with `decoding.rng(n)`.
   """
 
   def __init__(self, model_config: T5Config, checkpoint: str,
                task_prompts: Mapping[str, PromptSource], vocabulary: seqio.Vocabulary, *,
                batch_size: int = 32, max_input_length: int = 512,
-               max_decode_length: int = 16, params: Optional[Any] = None):
+               max_decode_length: int = 16, params: Optional[Any] = None,
+               decoding: inference.DecodingConfig = inference.DecodingConfig()):
     if not task_prompts:
       raise ValueError("PromptServer needs at least one prompt: {task name: .npy, PEFT "
                        "adapter folder, ptjax run folder or [P, embed] array}.")
@@ -60,8 +63,9 @@ class PromptServer:
     self.vocabulary = vocabulary
     self.batch_size, self.max_input_length = batch_size, max_input_length
     self.model = prompts.MultiPromptT5(model_config)
-    self._generate = jax.jit(functools.partial(inference.generate, self.model,
-                                               max_decode_length=max_decode_length))
+    self.decoding = decoding
+    self._generate = decoding.jit_generate(self.model, decoding.length(max_decode_length))
+    self._batches = 0  # Batches decoded so far: the sampling key of the next one.
 
   def _tokens(self, text: str) -> np.ndarray:
     return np.asarray(list(self.vocabulary.encode(text))[:self.max_input_length - 1] + [1],
@@ -69,8 +73,8 @@ class PromptServer:
 
   def answer(self, requests: Sequence[Any]) -> list[dict]:
     """[{'task', 'inputs', ...}] -> one dict per request, in order: the request with
-    'prediction' and 'score' (the greedy answer's log-likelihood) added, or, for a request
-    that cannot be answered, an error object {'error': one line naming the problem and the
+    'prediction' and 'score' (the answer's log-likelihood; beam search: its
+    length-normalised score) added, or, for a request that cannot be answered, an error object {'error': one line naming the problem and the
     fix, 'id': the request's 'id' if it has one}. Rows of any tasks share each forward pass;
     a bad request never stops the others."""
     out: list[Optional[dict]] = [None] * len(requests)
@@ -97,8 +101,8 @@ class PromptServer:
   def decode(self, token_rows: Sequence[np.ndarray],
              tasks: Sequence[str]) -> tuple[list[str], list[float]]:
     """Already tokenized inputs (each [length] ids ending in EOS, length <=
-    max_input_length), row i under the prompt of tasks[i] -> (greedy texts, their
-    log-likelihoods). For a task's own preprocessed examples (sentinels, task indices)."""
+    max_input_length), row i under the prompt of tasks[i] -> (decoded texts, their
+    scores). For a task's own preprocessed examples (sentinels, task indices)."""
     texts, scores = [], []
     for start in range(0, len(token_rows), self.batch_size):
       chunk = token_rows[start:start + self.batch_size]
@@ -110,7 +114,9 @@ class PromptServer:
                            f"at most max_input_length={self.max_input_length}.")
         tokens[row, :len(x)], ids[row] = x, self.tasks.index(task)
       variables = prompts.variables_for(self.params, self.prompt_table, ids)
-      decoded, logp = jax.device_get(self._generate(variables, tokens))
+      decoded, logp = jax.device_get(self._generate(
+          variables, tokens, rng=self.decoding.rng(self._batches)))
+      self._batches += 1
       texts += [self.vocabulary.decode([int(t) for t in decoded[row] if t > 1])
                 for row in range(len(chunk))]
       scores += [float(logp[row]) for row in range(len(chunk))]
@@ -227,14 +233,17 @@ def answer_lines(server: PromptServer, lines: Iterable[Union[str, bytes]]) -> It
 def serve(*, model_config: T5Config, vocabulary: seqio.Vocabulary,
           initial_checkpoint_path: str, task_prompts: Mapping[str, str],
           requests: str = "-", output: str = "-", batch_size: int = 32,
-          max_input_length: int = 512, max_decode_length: int = 16) -> int:
+          max_input_length: int = 512, max_decode_length: int = 16,
+          decoding: inference.DecodingConfig = inference.DecodingConfig()) -> int:
   """Reads JSONL requests (a path, or '-' for stdin) and writes JSONL answers (a path, or
   '-' for stdout), one line per request, in order, each batch as soon as it is answered; a
   request that cannot be answered gets an error object (`answer_lines`). Returns the number
-  answered (error objects not counted; their count goes to stderr)."""
+  answered (error objects not counted; their count goes to stderr). Answers are decoded as
+  `decoding` says (gin: DECODING_METHOD, gin/decoding/*.gin; its MAX_DECODE_LENGTH, when
+  set, replaces `max_decode_length`)."""
   server = PromptServer(model_config, initial_checkpoint_path, task_prompts, vocabulary,
                         batch_size=batch_size, max_input_length=max_input_length,
-                        max_decode_length=max_decode_length)
+                        max_decode_length=max_decode_length, decoding=decoding)
   answered = errors = 0
   remote_output = output != "-" and files.is_remote(output)
   with contextlib.ExitStack() as stack:

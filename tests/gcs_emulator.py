@@ -1,4 +1,5 @@
-"""A Cloud Storage emulator (`gcp-storage-emulator`, a test dependency) on 127.0.0.1 for
+"""A Cloud Storage emulator (`gcp-storage-emulator`, a test dependency, with the download
+headers of real Cloud Storage: tests/gcs_emulator_server.py) on 127.0.0.1 for
 the gs:// tests (fixture `gcs`, registered by tests/conftest.py): one server
 process per test session, its objects on disk under a
 temporary folder so that stopping and restarting it keeps them (the outage test).
@@ -36,8 +37,9 @@ class Emulator:
 
   def start(self):
     self.proc = subprocess.Popen(
-        [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
-         f"--port={self.port}", f"--default-bucket={BUCKET}", "--quiet"],
+        [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      "gcs_emulator_server.py"),
+         "127.0.0.1", str(self.port), BUCKET, self.folder],
         cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while True:

@@ -125,7 +125,7 @@ TIMEOUT_S = {"demo": 400, "t5": 240, "pretrain": 400, "reproduction": 600, "defa
 TWICE_RULES = {"demo.sh": r"^\./scripts/demo\.sh$",
                "real T5": r"^(?!.*\$)(?=.*runs/(prompt|model)_tune\.gin)",   # training
                "experiments list/status/table": "", "experiments run": "",
-               "experiments launch": "", "convert": ""}
+               "experiments launch": "", "convert": "", "prompts.extract": ""}
 # (test, rule, regex over the command) -> reason: xfail(strict=True) until fixed.
 KNOWN_FAILURES = {}
 
@@ -453,6 +453,75 @@ def real_t5(cmd, ctx, run=1):
 
 def real_t5_twice(cmd, ctx):
   real_t5(cmd, ctx, run=2)
+
+
+# --- A released prompt, evaluated and inferred (docs/coming_from_t5x.md) --------------------
+
+# The released base prompts are 768 wide: a model of that width (small otherwise, tied output
+# layer), saved as a T5X checkpoint at the LM-adapted step.
+RELEASED_PROMPT = "pretrained_prompts/t5_1_1_lm100k_base/sst2.npy"
+RELEASED_WIDTH = ["--gin.config.T5Config.emb_dim=768", "--gin.config.T5Config.num_heads=2",
+                  "--gin.config.T5Config.head_dim=8", "--gin.config.T5Config.mlp_dim=16",
+                  "--gin.config.T5Config.num_encoder_layers=1",
+                  "--gin.config.T5Config.num_decoder_layers=1",
+                  "--gin.config.T5Config.logits_via_embedding=True"]
+RELEASED_SHRINK = {"{'inputs': 512, 'targets': 8}": "{'inputs': 24, 'targets': 4}",
+                   'batch_size=128': 'batch_size=4'}
+MOCK_EXAMPLES = 8
+# `python -m ptjax.main ARGS` inside TFDS mock data (a subprocess: absl flags are global).
+MOCK_TFDS_MAIN = ("import sys, tensorflow_datasets as tfds\n"
+                  "from ptjax import main\n"
+                  f"with tfds.testing.mock_data(num_examples={MOCK_EXAMPLES}):\n"
+                  "  sys.argv = ['ptjax.main'] + sys.argv[1:]\n"
+                  "  main.run()\n")
+
+
+def released_prompt_model(ctx):
+  def build():
+    import jax
+
+    from ptjax.checkpoints import save_t5x
+    from ptjax.model import T5Config, init_params
+    config = T5Config(vocab_size=32128, emb_dim=768, num_heads=2, head_dim=8, mlp_dim=16,
+                      num_encoder_layers=1, num_decoder_layers=1,
+                      mlp_activations=("gelu", "linear"), logits_via_embedding=True)
+    path = os.path.join(ctx.tmp, "released_prompt_model", "checkpoint_1100000")
+    if not os.path.exists(os.path.join(path, "checkpoint")):
+      save_t5x(init_params(config, jax.random.PRNGKey(0)), path, step=1_100_000)
+    return path
+  return ctx.once(("released prompt model",), build)
+
+
+def released_prompt(cmd, ctx):
+  tokens = shlex.split(cmd.text)
+  for old, new in RELEASED_SHRINK.items():
+    assert any(old in t for t in tokens), f"{cmd.id}: {old} not in the command"
+    tokens = [t.replace(old, new) for t in tokens]
+  eval_dir = os.path.join(ctx.tmp, "released_prompt_eval")
+  values = {"PRETRAINED_MODEL": released_prompt_model(ctx), "EVAL_DIR": eval_dir,
+            "PROMPT_FILE": shared_fixture(RELEASED_PROMPT),
+            "TFDS_DATA_DIR": os.path.join(ctx.tmp, "tfds")}
+  tokens = [re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], t) for t in tokens]
+  tokens = [re.sub(REAL_T5_MODEL + "$", TINY_MODEL_GIN, t) if t.startswith("--gin_file=")
+            else t for t in tokens]
+  assert tokens[:3] == ["python", "-m", "ptjax.main"], tokens[:3]
+  kind = re.search(r"runs/(\w+)\.gin", cmd.text).group(1)
+  argv = [sys.executable, "-c", MOCK_TFDS_MAIN, *tokens[3:], *RELEASED_WIDTH]
+  result = ctx.once(("released prompt", cmd.id), lambda: ctx.run(
+      argv, ctx.scratch("released_prompt"), "t5",
+      env={"PTJAX_T5_VOCAB": shared_fixture(VOCAB_FIXTURE)}))
+  assert_ok(result)
+  assert "'prompt_tuning.data.glue' is not installed" in result.stdout, result.describe()
+  folder = os.path.join(eval_dir, kind, "pt_glue_sst2_v002_taskless")
+  [rows_file] = glob.glob(os.path.join(folder, "step_*.jsonl"))
+  rows = [json.loads(l) for l in open(rows_file)]
+  assert len(rows) == MOCK_EXAMPLES, result.describe()
+  if kind == "eval":
+    [metrics] = glob.glob(os.path.join(folder, "step_*.metrics.json"))
+    assert {"accuracy", "loss"} <= set(json.load(open(metrics)))
+  else:   # Predictions only: no targets, no metrics.
+    assert all(set(r) == {"input", "prediction", "score"} for r in rows), rows[0]
+    assert not glob.glob(os.path.join(folder, "*.metrics.json"))
 
 
 # --- Mini-model serving and neighbours (on the demo's prompt) ---------------------------------
@@ -812,6 +881,55 @@ def convert_twice(cmd, ctx):
   convert(cmd, ctx, run=2)
 
 
+# --- prompts.extract --------------------------------------------------------------------------
+
+EXTRACT_STEP = 1_100_010
+
+
+def official_prompt_run(model_dir):
+  """A stand-in google-research/prompt-tuning MODEL_DIR at `model_dir`, laid out as the
+  official code writes it: T5X checkpoint_<EXTRACT_STEP> = the tiny T5X fixture +
+  target/encoder/prompt/prompt/prompt, the same prompt in numpy_checkpoints/checkpoint_<step>/
+  encoder.prompt.prompt.prompt (np.save, no extension), config.gin naming the fixture as
+  INITIAL_CHECKPOINT_PATH. Returns the prompt."""
+  from ptjax.checkpoints import read_t5x, save_t5x
+  frozen = shared_fixture(INLINE_CKPT)
+  prompt = np.random.default_rng(0).uniform(-0.5, 0.5, (4, 8)).astype(np.float32)
+  params = read_t5x(frozen)
+  params["encoder"]["prompt"] = {"prompt": {"prompt": prompt}}
+  save_t5x(params, os.path.join(model_dir, f"checkpoint_{EXTRACT_STEP}"), step=EXTRACT_STEP)
+  numpy_dir = os.path.join(model_dir, "numpy_checkpoints", f"checkpoint_{EXTRACT_STEP}")
+  os.makedirs(numpy_dir, exist_ok=True)
+  with open(os.path.join(numpy_dir, "encoder.prompt.prompt.prompt"), "wb") as f:
+    np.save(f, prompt)
+  with open(os.path.join(model_dir, "config.gin"), "w") as f:
+    f.write(f"INITIAL_CHECKPOINT_PATH = {frozen!r}\n")
+  return prompt
+
+
+def prompt_extract(cmd, ctx, run=1):
+  tokens = [ctx.reroot(t) for t in shlex.split(cmd.text)]
+  source, output = (tokens[tokens.index(flag) + 1] for flag in ("--input", "--output"))
+  prompt = ctx.once(("official prompt run", source), lambda: official_prompt_run(source))
+  go = lambda: in_process(ctx, tokens, ROOT)
+  result = ctx.once(("extract", cmd.text, 1), go)
+  if run == 2:
+    result = ctx.once(("extract", cmd.text, 2), go)
+  assert_ok(result)
+  summary = json.loads(result.stdout.strip().splitlines()[-1])
+  assert summary["step"] == EXTRACT_STEP and summary["written"] == (run == 1), result.describe()
+  from ptjax import prompts
+  np.testing.assert_array_equal(prompts.load_prompt(output), prompt)
+  if not output.endswith(".npy"):
+    with open(os.path.join(output, "adapter_config.json")) as f:
+      config = json.load(f)
+    assert config["base_model_name_or_path"] == shared_fixture(INLINE_CKPT), config
+
+
+def prompt_extract_twice(cmd, ctx):
+  prompt_extract(cmd, ctx, run=2)
+
+
 # --- Pre-training and the miniature reproduction ----------------------------------------------
 
 def pretrain(cmd, ctx):
@@ -900,7 +1018,18 @@ RULES = [
          "the install) -> + DEMO_SHRINK, in a scratch clone, after the demo and in its "
          "MODEL_DIR (/tmp/ptjax_demo is both's default): the same table, of the finished runs.",
          background=lambda c, x, run: demo_job(c, x, run)),
-    Rule("real T5", r"^python -m ptjax\.main .*--gin_file=\S*models/" + REAL_T5_MODEL, real_t5,
+    Rule("released prompt", r"^python -m ptjax\.main .*--gin_file=\S*models/" + REAL_T5_MODEL +
+         r".*runs/(?:eval|infer)\.gin.*\$\{PROMPT_FILE\}", released_prompt,
+         "docs/coming_from_t5x.md's translated eval / infer of a released prompt -> the real "
+         "T5 gin replaced by TINY_MODEL_GIN + RELEASED_WIDTH (768 wide, as the released base "
+         "prompts), ${PRETRAINED_MODEL} = that model's T5X checkpoint at step 1,100,000 built "
+         "here, ${PROMPT_FILE} = the shared fixture " + RELEASED_PROMPT + ", RELEASED_SHRINK "
+         "(lengths, batch), run inside TFDS mock data (MOCK_EXAMPLES examples); the official "
+         "task module is reported as not installed and its task name resolves to "
+         "pt_glue_sst2_v002_taskless; eval writes accuracy and loss, infer one row per "
+         "example with input, prediction and score only."),
+    Rule("real T5", r"^(?!.*\$\{PROMPT_FILE\})python -m ptjax\.main .*--gin_file=\S*models/" +
+         REAL_T5_MODEL, real_t5,
          "`python -m ptjax.main` with a real T5 model gin (t5_1_1_{small..xxl}, "
          "t5_1_1_lm100k_*) -> that gin replaced by TINY_MODEL_GIN, INITIAL_CHECKPOINT_PATH by "
          "the shared fixture t5x/tiny_inline.checkpoint_0, the vocabulary by the fixture "
@@ -976,6 +1105,14 @@ RULES = [
          "tiny_inline.checkpoint_0 -> HF (`--config tiny`), then that HF folder -> T5X; "
          "`[--dtype]` left out. Twice: the same two conversions again.",
          twice=convert_twice),
+    Rule("prompts.extract", r"^python -m ptjax\.prompts\.extract ", prompt_extract,
+         "`python -m ptjax.prompts.extract --input DIR --output OUT ...` -> in-process, paths "
+         "re-rooted, --input first made a stand-in google-research/prompt-tuning MODEL_DIR "
+         "(official_prompt_run: T5X checkpoint_1100010 of the tiny fixture + the prompt, "
+         "numpy_checkpoints/checkpoint_1100010/encoder.prompt.prompt.prompt, config.gin): "
+         "exit 0, OUT holds that prompt to the bit and, a PEFT adapter, names the fixture as "
+         "base_model_name_or_path. Twice: exit 0, nothing rewritten.",
+         twice=prompt_extract_twice),
     Rule("pretrain_mini.sh", r"^\./scripts/pretrain_mini\.sh\b", pretrain,
          "`./scripts/pretrain_mini.sh SIZE|large` -> `... large PRETRAIN_STEPS PRETRAIN_SHRINK` "
          "(SIZE -> large, the README's instance, so both run once) with OUT=/tmp/ptjax_pretrain/"

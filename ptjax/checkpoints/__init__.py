@@ -1,12 +1,14 @@
 """Frozen-model checkpoints: one loader for T5X folders, T5X single files and HF folders."""
 
+import re
 from typing import Collection, Optional
 
 from flax import traverse_util
 
 from ptjax import files
 from ptjax.checkpoints.hf import config_from_hf, config_to_hf, is_hf_folder, read_hf, save_hf
-from ptjax.checkpoints.t5x import CHECKPOINT_FILE, read_t5x, read_t5x_step, save_t5x
+from ptjax.checkpoints.t5x import (CHECKPOINT_FILE, PROMPT_PARAM, read_t5x,
+                                   read_t5x_prompt, read_t5x_step, save_t5x)
 from ptjax.checkpoints.validate import CheckpointError, check_names, check_params, flat
 from ptjax.model import T5Config
 
@@ -31,7 +33,8 @@ def detect_format(path: str) -> str:
         f"{path} is not a checkpoint: expected a T5X checkpoint folder (with a "
         f"'{CHECKPOINT_FILE}' file), a single-file T5X checkpoint (msgpack) or a Hugging "
         f"Face folder (config.json + model.safetensors).")
-  steps = sorted(n for n in files.listdir(path) if n.startswith("checkpoint_"))
+  steps = sorted((n for n in files.listdir(path) if re.fullmatch(r"checkpoint_\d+", n)),
+                 key=lambda n: int(n.split("_")[1]))
   if steps:
     raise CheckpointError(
         f"{path} is a T5X model directory, not a checkpoint; pass one of its checkpoints, "
@@ -78,7 +81,7 @@ def checkpoint_step(path: Optional[str]) -> int:
 
 
 __all__ = [
-    "checkpoint_step", "read_t5x_step",
+    "checkpoint_step", "read_t5x_step", "read_t5x_prompt", "PROMPT_PARAM",
     "CheckpointError", "check_params", "config_from_hf", "config_to_hf", "detect_format",
     "is_hf_folder", "load_checkpoint", "read_hf", "read_t5x", "save_hf", "save_t5x",
 ]

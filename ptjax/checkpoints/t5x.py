@@ -10,6 +10,12 @@ Layout of a checkpoint folder `checkpoint_<step>/`:
   target.<dotted.param.path>/   zarr v2 arrays (gzip or zstd, float32 or bfloat16).
 A single-file checkpoint holds every array inline.
 
+A checkpoint of a prompt-tuning run (google-research/prompt-tuning on T5X) also holds the
+prompt, `target/encoder/prompt/prompt/prompt` [P, d] (`PROMPT_PARAM`; a zarr folder
+`target.encoder.prompt.prompt.prompt/`, as T5X stores every partitioned parameter), beside
+the frozen model. `read_t5x` leaves it out of the model with one line saying so;
+`read_t5x_prompt` reads only it (PROMPT_FILE).
+
 Reading streams the msgpack and *skips* `optimizer/state` (Adafactor statistics are
 never decoded), then reads the TensorStore leaves concurrently. A torn checkpoint is a
 one-line CheckpointError naming the file, never zeros: a msgpack file cut short anywhere,
@@ -34,6 +40,9 @@ CHECKPOINT_FILE = "checkpoint"
 VERSION = 3
 _NDARRAY, _COMPLEX, _NPSCALAR = 1, 2, 3  # flax's msgpack ext type codes.
 _CHUNK_BYTES = 64 * 2**20  # Zarr chunk size the writer aims for.
+# The prompt of a prompt-tuning run, in its T5X checkpoints (the flaxformer PromptEncoder's
+# `prompt` module wrapping prompt_tuning.prompts.Prompt, whose variable is `prompt`).
+PROMPT_PARAM = "encoder/prompt/prompt/prompt"
 
 
 def _ext_hook(code: int, data: bytes):
@@ -202,23 +211,33 @@ def _split_leaves(tree: dict):
   return out
 
 
-def read_t5x(path: str, dtype: Optional[str] = None,
-             names: Optional[Collection[str]] = None) -> dict:
-  """Params of a T5X checkpoint folder, single file or gs:// path; optional cast to `dtype`.
+def _note(line: str) -> None:
+  """One line on stdout, from process 0 only."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    print(line, flush=True)
 
-  `names` ('token_embedder/embedding', ...): only these parameters, and only their arrays
-  are read (an XXL embedding without the other 11B parameters)."""
+
+def _leaf_shape(leaf) -> Optional[tuple]:
+  if _is_ts_spec(leaf):
+    shape = leaf.get("metadata", {}).get("shape")
+    return tuple(shape) if shape is not None else None
+  return tuple(np.shape(leaf)) if isinstance(leaf, np.ndarray) else None
+
+
+def _read_leaves(path: str) -> tuple[str, str, dict]:
+  """(source, folder of the msgpack file, {('a', 'b'): array or TensorStore spec})."""
   ckpt_file = checkpoint_file(path)
   source = f"T5X checkpoint {path}"
   with files.open_read(ckpt_file, binary=True) as f:
     target = _read_target(f, source, ckpt_file, _file_size(ckpt_file))
-  directory = files.dirname(ckpt_file)
-  leaves = _split_leaves(target)
-  if names is not None:
-    missing = sorted(set(names) - {"/".join(k) for k in leaves})
-    if missing:
-      raise CheckpointError(f"{source}: no parameter {', '.join(missing)}.")
-    leaves = {k: v for k, v in leaves.items() if "/".join(k) in names}
+  return source, files.dirname(ckpt_file), _split_leaves(target)
+
+
+def _read_arrays(leaves: dict, directory: str, source: str,
+                 dtype: Optional[str] = None) -> dict:
+  """{key: np.ndarray}: TensorStore leaves read concurrently, every leaf dtype-checked."""
+  leaves = dict(leaves)
   pending = {}
   for key, leaf in leaves.items():
     if _is_ts_spec(leaf):
@@ -250,7 +269,41 @@ def read_t5x(path: str, dtype: Optional[str] = None,
       raise CheckpointError(f"{source}: parameter {name} is not an array ({type(array).__name__}).")
     check_dtype(name, array.dtype, source)
     params[key] = array.astype(resolve_dtype(dtype, "dtype")) if dtype else array
-  return traverse_util.unflatten_dict(params)
+  return params
+
+
+def read_t5x(path: str, dtype: Optional[str] = None,
+             names: Optional[Collection[str]] = None) -> dict:
+  """Params of a T5X checkpoint folder, single file or gs:// path; optional cast to `dtype`.
+
+  `names` ('token_embedder/embedding', ...): only these parameters, and only their arrays
+  are read (an XXL embedding without the other 11B parameters). Without `names`, the prompt
+  of a prompt-tuning run's checkpoint (`PROMPT_PARAM`) is left out, never read, with one
+  line saying so: such a checkpoint is also a frozen model (INITIAL_CHECKPOINT_PATH)."""
+  source, directory, leaves = _read_leaves(path)
+  if names is not None:
+    missing = sorted(set(names) - {"/".join(k) for k in leaves})
+    if missing:
+      raise CheckpointError(f"{source}: no parameter {', '.join(missing)}.")
+    leaves = {k: v for k, v in leaves.items() if "/".join(k) in names}
+  else:
+    prompt_key = tuple(PROMPT_PARAM.split("/"))
+    if prompt_key in leaves:
+      shape = _leaf_shape(leaves.pop(prompt_key))
+      _note(f"{source} also holds a prompt-tuning prompt ({PROMPT_PARAM}"
+            f"{'' if shape is None else ' ' + str(list(shape))}): left out of the frozen "
+            f"model; to use that prompt, pass this checkpoint as PROMPT_FILE.")
+  return traverse_util.unflatten_dict(_read_arrays(leaves, directory, source, dtype))
+
+
+def read_t5x_prompt(path: str) -> Optional[np.ndarray]:
+  """The prompt (`PROMPT_PARAM`, float32 [P, d]) of a prompt-tuning run's T5X checkpoint;
+  None when the checkpoint has none (a frozen model). Only that array is read."""
+  source, directory, leaves = _read_leaves(path)
+  key = tuple(PROMPT_PARAM.split("/"))
+  if key not in leaves:
+    return None
+  return _read_arrays({key: leaves[key]}, directory, source, "float32")[key]
 
 
 def _zarr_dtype(dtype: np.dtype) -> str:

@@ -18,6 +18,11 @@ VARIANTS = ("", "_taskless", "_task_index", "_taskless_sentinel")
 # Task name -> its label words (classification tasks only).
 LABELS: dict[str, tuple[str, ...]] = {}
 
+# Official name (T5's or google-research/prompt-tuning's) -> ptjax's task or mixture with the
+# same preprocessing. Consulted only for names no module registered (`pipeline.get_task`):
+# importing prompt_tuning.data.glue or t5.data.tasks registers theirs, which then win.
+ALIASES: dict[str, str] = {}
+
 
 def add_task_variants(name: str, source: seqio.DataSource, text_preprocessors: Sequence,
                       vocabulary: seqio.Vocabulary, postprocess_fn: Callable,
@@ -66,8 +71,24 @@ def add_mixture(name: str, tasks: Sequence[str]) -> str:
   return name
 
 
+def add_alias(official: str, name: str) -> None:
+  """`official` resolves to ptjax's registered task or mixture `name`."""
+  if name not in seqio.TaskRegistry.names() and name not in seqio.MixtureRegistry.names():
+    raise ValueError(f"alias {official!r}: {name!r} is not a registered task or mixture.")
+  ALIASES[official] = name
+
+
+def resolve(name: str) -> str:
+  """ptjax's name for an official alias that no module registered; any other name
+  unchanged (a registered task or mixture of that name wins)."""
+  if name in ALIASES and name not in seqio.TaskRegistry.names() and \
+      name not in seqio.MixtureRegistry.names():
+    return ALIASES[name]
+  return name
+
+
 def labels_of(task_name: str) -> Optional[tuple[str, ...]]:
-  return LABELS.get(task_name)
+  return LABELS.get(task_name) or LABELS.get(resolve(task_name))
 
 
 def legal_predictions(task, example=None) -> Optional[list]:

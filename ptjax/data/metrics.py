@@ -64,6 +64,40 @@ def mcc(targets: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
   return {"mcc": 0.0 if denom == 0 else 100.0 * float(tp * tn - fp * fn) / denom}
 
 
+# --- Regression (STS-B) --------------------------------------------------------------
+
+def _correlation(x, y) -> float:
+  """Pearson's r of two equal-length sequences; 0 when either is constant (no linear
+  relation; scipy would return NaN, and an evaluation result is never NaN)."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if x.shape != y.shape:
+    raise ValueError(f"correlation: {x.size} targets but {y.size} predictions.")
+  dx, dy = x - x.mean(), y - y.mean()
+  denom = np.sqrt(np.sum(dx * dx) * np.sum(dy * dy))
+  return 0.0 if denom == 0 else float(np.clip(np.sum(dx * dy) / denom, -1.0, 1.0))
+
+
+def _average_ranks(x) -> np.ndarray:
+  """1-based ranks; tied values share the mean of their ranks (scipy's 'average')."""
+  _, inverse, counts = np.unique(np.asarray(x, np.float64), return_inverse=True,
+                                 return_counts=True)
+  first = np.cumsum(counts) - counts  # 0-based position of each distinct value's first copy.
+  return (first + (counts + 1) / 2.0)[inverse.reshape(-1)]
+
+
+def pearson(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
+  """Pearson correlation x100 (STS-B; T5's `pearson_corrcoef`). An unreadable prediction
+  arrives as -1.0 (`postprocessors.string_to_float`) and counts as that score."""
+  return {"pearson_corrcoef": 100.0 * _correlation(targets, predictions)}
+
+
+def spearman(targets: Sequence[float], predictions: Sequence[float]) -> dict[str, float]:
+  """Spearman rank correlation x100 (STS-B; T5's `spearman_corrcoef`): Pearson's r of the
+  average ranks."""
+  return {"spearman_corrcoef": 100.0 * _correlation(_average_ranks(targets),
+                                                    _average_ranks(predictions))}
+
+
 # --- Extractive QA (SQuAD, ReCoRD, MRQA) ---------------------------------------------
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)

@@ -10,14 +10,15 @@ from typing import Iterator, Mapping, Optional
 import numpy as np
 import seqio
 
-from ptjax.data import vocabularies
+from ptjax.data import catalog, vocabularies
 
 
 def get_task(name: str):
-  """The registered task or mixture; one-line ValueError when unknown or when its
-  vocabulary file is missing."""
+  """The registered task or mixture (an official T5 / prompt-tuning name that no module
+  registered resolves to ptjax's equivalent: `catalog.ALIASES`); one-line ValueError when
+  unknown or when its vocabulary file is missing."""
   try:
-    task = seqio.get_mixture_or_task(name)
+    task = seqio.get_mixture_or_task(catalog.resolve(name))
   except ValueError:
     known = sorted(seqio.TaskRegistry.names())
     raise ValueError(

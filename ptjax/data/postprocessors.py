@@ -2,6 +2,7 @@
 metrics compare. Illegal predictions become -1 (always wrong, and counted)."""
 
 import functools
+import math
 from typing import Callable, Optional, Sequence
 
 INVALID = -1
@@ -27,6 +28,17 @@ def label_to_id(output, example=None, is_target=False, *, labels: Sequence[str],
 
 def classifier(labels: Sequence[str], translate: Optional[Callable[[str], str]] = None):
   return functools.partial(label_to_id, labels=tuple(labels), translate=translate)
+
+
+def string_to_float(output, example=None, is_target=False) -> float:
+  """Regression (STS-B): '3.8' -> 3.8; text that is no finite number -> -1.0, as T5's
+  `string_to_float` (an illegal prediction is a score far from every target)."""
+  del example, is_target
+  try:
+    value = float(_text(output).strip())
+  except ValueError:
+    return float(INVALID)
+  return value if math.isfinite(value) else float(INVALID)
 
 
 def multirc(output, example=None, is_target=False):

@@ -44,6 +44,17 @@ def glue(x, benchmark_name: str, label_names: Sequence[str],
   return out
 
 
+@seqio.map_over_dataset
+def stsb(x):
+  """STS-B as T5 casts it: `"stsb sentence1: {s1} sentence2: {s2}"` -> the similarity
+  score rounded to the nearest 0.2, as text with one decimal ('3.8'; tf.round rounds
+  halves to even, as T5's). Unlabelled test examples (-1) become '-1.0', as in T5."""
+  inputs = tf.strings.join(["stsb sentence1:", x["sentence1"], "sentence2:", x["sentence2"]],
+                           separator=" ")
+  target = tf.strings.as_string(tf.round(x["label"] * 5) / 5, precision=1)
+  return {"inputs": inputs, "targets": target, "idx": x["idx"]}
+
+
 # Two WSC texts whose pronoun is not the word at span2_index; T5 fixes them by hand.
 _WSC_SPECIAL = {
     'The boy continued to whip the pony , and eventually the pony threw him over. John '

@@ -1,16 +1,24 @@
 """The paper's tasks as seqio tasks, registered on import (`import ptjax.data.tasks`).
 
-Names start with `pt_` (no clash with the `t5` package). Each comes in three variants:
-`<name>` (T5's format), `<name>_taskless` (the paper's default), `<name>_task_index`.
+Names start with `pt_` (no clash with the `t5` package). Each comes in four variants:
+`<name>` (T5's format), `<name>_taskless` (the paper's default), `<name>_task_index`,
+`<name>_taskless_sentinel`.
 
   SuperGLUE v1.0.2  pt_super_glue_{boolq,cb,copa,multirc,record,rte,wic}_v102,
                     pt_super_glue_wsc_v102_simple_{train,eval}, pt_super_glue_{axb,axg}_v102
                     (RTE's format), mixture pt_super_glue_v102
-  GLUE              pt_glue_{qqp,mrpc}_v002, zero-shot pt_glue_{mrpc_from_qqp,qqp_from_mrpc}_v002
+  GLUE              pt_glue_{cola,sst2,mrpc,qqp,stsb,mnli,qnli,rte,wnli}_v002 (TFDS glue 2.0.0,
+                    T5's formats and metrics; STS-B as T5's regression),
+                    pt_glue_mnli_{matched,mismatched}_v002 (MNLI's dev sets as 'validation'),
+                    mixture pt_glue_mnli_and_dev_v002, zero-shot
+                    pt_glue_{mrpc_from_qqp,qqp_from_mrpc}_v002
   QA                pt_squad_v110, pt_mrqa_{bio_asq,drop,duo_rc,race,relation_extraction,
                     textbook_qa}_v100, mixtures pt_squad_to_<name>, pt_squad_to_mrqa
   Pre-training      pt_c4_span_corruption, pt_c4_prefix_lm (objectives over any text source:
                     `register_pretraining`)
+
+Official names (T5's, google-research/prompt-tuning's: `taskless_glue_sst2_v200_examples`)
+resolve to these through `pipeline.get_task` when no module registered them (`official_names`).
 
 The vocabulary is T5's SentencePiece model; `register_all(vocabulary)` re-registers
 everything with another one (e.g. a local copy of the T5 vocab).
@@ -101,14 +109,48 @@ def _superglue(vocab):
     catalog.add_mixture(f"pt_super_glue_v102{suffix}", members)
 
 
+# TFDS glue's label names (features["label"].names), class id order.
+GLUE_LABELS = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
+               "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
+               "mnli": ("entailment", "neutral", "contradiction"),
+               "qnli": ("entailment", "not_entailment"), "rte": ("entailment", "not_entailment"),
+               "wnli": ("not_entailment", "entailment")}
+# GLUE's official metrics (T5's glue_utils.GLUE_METRICS); CoLA also reports accuracy, as
+# AX-b does, next to its official MCC.
+GLUE_METRICS = {"cola": [metrics.mcc, metrics.accuracy], "sst2": [metrics.accuracy],
+                "mrpc": [metrics.binary_f1, metrics.accuracy],
+                "qqp": [metrics.binary_f1, metrics.accuracy], "mnli": [metrics.accuracy],
+                "qnli": [metrics.accuracy], "rte": [metrics.accuracy],
+                "wnli": [metrics.accuracy]}
+MNLI_SPLITS = ("train", "validation_matched", "validation_mismatched", "test_matched",
+               "test_mismatched")
+
+
 def _glue(vocab):
-  labels = {"qqp": ("not_duplicate", "duplicate"), "mrpc": ("not_equivalent", "equivalent")}
-  for name in ("qqp", "mrpc"):
-    catalog.add_task_variants(
-        f"pt_glue_{name}_v002", _tfds(f"glue/{name}:2.0.0"),
-        [functools.partial(pre.glue, benchmark_name=name, label_names=labels[name])],
-        vocab, postprocessors.classifier(labels[name]), [metrics.binary_f1, metrics.accuracy],
-        GLUE_INDEX[name], labels[name])
+  def classification(task, tfds_name, splits, benchmark):
+    labels = GLUE_LABELS[benchmark]
+    return catalog.add_task_variants(
+        task, _tfds(f"glue/{tfds_name}:2.0.0", splits),
+        [functools.partial(pre.glue, benchmark_name=benchmark, label_names=labels)],
+        vocab, postprocessors.classifier(labels), GLUE_METRICS[benchmark],
+        GLUE_INDEX[benchmark], labels)
+
+  for name in ("cola", "sst2", "mrpc", "qqp", "qnli", "rte", "wnli"):
+    classification(f"pt_glue_{name}_v002", name, SPLITS, name)
+  # STS-B is regression: targets are scores as text ('3.8'), read back as floats.
+  catalog.add_task_variants(
+      "pt_glue_stsb_v002", _tfds("glue/stsb:2.0.0"), [pre.stsb], vocab,
+      postprocessors.string_to_float, [metrics.pearson, metrics.spearman], GLUE_INDEX["stsb"])
+  # MNLI: the task has MNLI's own splits (train, validation_matched, ...); its two dev sets
+  # also as tasks with a 'validation' split (T5's glue_mnli_{matched,mismatched}_v002, read
+  # from the same TFDS config), evaluated together by the mixture pt_glue_mnli_and_dev_v002
+  # (prompt-tuning's glue_mnli_and_dev: train on MNLI, evaluate on both dev sets).
+  mnli = classification("pt_glue_mnli_v002", "mnli", MNLI_SPLITS, "mnli")
+  dev = {kind: classification(f"pt_glue_mnli_{kind}_v002", "mnli",
+                              {"validation": f"validation_{kind}", "test": f"test_{kind}"},
+                              "mnli") for kind in ("mismatched", "matched")}
+  for suffix, *members in zip(catalog.VARIANTS, mnli, dev["mismatched"], dev["matched"]):
+    catalog.add_mixture(f"pt_glue_mnli_and_dev_v002{suffix}", members)
   # Zero-shot transfer: evaluate on the target task, mapping the source's label words (the
   # task's labels are those words: rank classification scores them, the rest is illegal).
   translate = {("qqp", "mrpc"): lambda s: s.replace("duplicate", "equivalent"),
@@ -117,9 +159,9 @@ def _glue(vocab):
     names = catalog.add_task_variants(
         f"pt_glue_{target}_from_{source}_v002",
         _tfds(f"glue/{target}:2.0.0", ["validation"]),
-        [functools.partial(pre.glue, benchmark_name=target, label_names=labels[target])],
-        vocab, postprocessors.classifier(labels[target], translate=fn),
-        [metrics.binary_f1, metrics.accuracy], GLUE_INDEX[target], labels[source])
+        [functools.partial(pre.glue, benchmark_name=target, label_names=GLUE_LABELS[target])],
+        vocab, postprocessors.classifier(GLUE_LABELS[target], translate=fn),
+        GLUE_METRICS[target], GLUE_INDEX[target], GLUE_LABELS[source])
     for suffix, name in zip(catalog.VARIANTS, names):
       catalog.add_mixture(f"pt_glue_{target}_from_{source}_zeroshot_v002{suffix}",
                           [f"pt_glue_{source}_v002{suffix}", name])
@@ -141,6 +183,43 @@ def _qa(vocab):
       every[suffix].append(task)
   for suffix, squad_task in zip(catalog.VARIANTS, squad):
     catalog.add_mixture(f"pt_squad_to_mrqa{suffix}", [squad_task, *every[suffix]])
+
+
+# Official names -> ptjax's task or mixture with the same preprocessing: google-research/
+# prompt-tuning's (prompt_tuning/data/{glue,glue_transfer,super_glue}.py, T5's vocabulary:
+# no mt5_/byt5_ prefix) and T5's own (t5/data/tasks.py). '_examples' only adds TensorBoard
+# text summaries there; v002 reads TFDS glue 1.0.0 and v200 2.0.0, which differ only in QQP's
+# source (ptjax reads 2.0.0). docs/coming_from_t5x.md ("Official task names") shows them.
+GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "mnli_mismatched", "mnli_matched",
+              "qnli", "rte", "wnli")
+SUPER_GLUE_TASKS = ("boolq", "cb", "copa", "multirc", "record", "rte", "wic", "axb", "axg")
+OFFICIAL_PREFIXES = {"": "", "taskless_": "_taskless", "task_index_": "_task_index"}
+
+
+def official_names() -> dict[str, str]:
+  """{official name: ptjax name}."""
+  out = {}
+  for prefix, suffix in OFFICIAL_PREFIXES.items():
+    for examples in ("", "_examples"):
+      for name in GLUE_TASKS:
+        for version in ("v002", "v200"):
+          if prefix or examples or version == "v002":  # No glue_{name}_v200 anywhere.
+            out[f"{prefix}glue_{name}_{version}{examples}"] = f"pt_glue_{name}_v002{suffix}"
+      for target, source in (("mrpc", "qqp"), ("qqp", "mrpc")):
+        for kind in ("", "_zeroshot"):
+          out[f"{prefix}glue_{target}_from_{source}{kind}_v002{examples}"] = \
+              f"pt_glue_{target}_from_{source}{kind}_v002{suffix}"
+      for name in SUPER_GLUE_TASKS:
+        out[f"{prefix}super_glue_{name}_v102{examples}"] = f"pt_super_glue_{name}_v102{suffix}"
+      for split in ("train", "eval"):
+        if prefix or examples == "" or split == "eval":  # No ..._simple_train_examples.
+          out[f"{prefix}super_glue_wsc_v102_simple_{split}{examples}"] = \
+              f"pt_super_glue_wsc_v102_simple_{split}{suffix}"
+    for version in ("v002", "v200"):
+      # Every prefix's mixture holds the T5-format tasks there (its members' names lack the
+      # prefix), so all three are T5's format.
+      out[f"{prefix}glue_mnli_and_dev_{version}_examples"] = "pt_glue_mnli_and_dev_v002"
+  return out
 
 
 def register_pretraining(name: str, source: seqio.DataSource, vocab: seqio.Vocabulary,
@@ -168,6 +247,8 @@ def register_all(vocabulary: seqio.Vocabulary) -> None:
   _glue(vocabulary)
   _qa(vocabulary)
   register_pretraining("pt_c4", _tfds("c4/en:3.1.0", ["train", "validation"]), vocabulary)
+  for official, name in official_names().items():
+    catalog.add_alias(official, name)
 
 
 # Not checked at import (a wrong $PTJAX_T5_VOCAB must not break `import ptjax`): a task

@@ -88,8 +88,17 @@ def _labels_of(task: str) -> Optional[tuple[str, ...]]:
 
 
 def _main_metric(task: str) -> str:
-  return "f1" if "squad" in task or "record" in task else (
-      "f1a" if "multirc" in task else "accuracy")
+  """The metric early stopping selects by: each task's official one (GLUE: MCC for CoLA,
+  Pearson for STS-B)."""
+  if "squad" in task or "record" in task:
+    return "f1"
+  if "multirc" in task:
+    return "f1a"
+  if "glue_cola" in task:
+    return "mcc"
+  if "glue_stsb" in task:
+    return "pearson_corrcoef"
+  return "accuracy"
 
 
 def _best_metric(task: str, eval_task: Optional[str] = None) -> str:

@@ -57,6 +57,10 @@ def class_labels(labels: Sequence[str], vocabulary: Vocabulary,
   SentencePiece pieces); the remaining positions come from `fill` (sampled vocab).
   A prompt shorter than the label list (Figure 3a's 1-token prompts) takes the first
   labels that fit, as the paper's code does, with a warning."""
+  if labels is None:  # CLASS_LABELS's default (None: a registered task's catalog labels).
+    raise ValueError("CLASS_LABELS is not set: gin/prompts/class_labels.gin initialises the "
+                     "prompt from the task's label words; pass --gin.CLASS_LABELS=\"['yes', "
+                     "'no']\" (the words its targets use).")
   fill = fill or sampled_vocab()
 
   def init(rng, shape, embedding):

@@ -93,7 +93,7 @@ def resolve(name: str, including: Optional[str] = None,
     return package or local
   raise GinConfigError(f"gin file {name!r} not found: not a path from here, not in "
                        f"--gin_search_paths {list(search_paths)}, not one of ptjax's "
-                       f"(ptjax/gin/: models/, prompts/, runs/, tasks/).")
+                       f"(ptjax/gin/: models/, prompts/, runs/, tasks/, decoding/).")
 
 
 @dataclasses.dataclass

@@ -51,7 +51,8 @@ TABLE = (
          "None only (summed loss, as prompt-tuning's configs); other values are refused"),
     Name("VOCABULARY", "same", "VOCABULARY"),
     Name("PROMPT_LENGTH", "same", "PROMPT_LENGTH"),
-    Name("CLASS_LABELS", "same", "CLASS_LABELS"),
+    Name("CLASS_LABELS", "same", "CLASS_LABELS",
+         "also the label words RANK_CLASSIFICATION ranks for your own tasks"),
     Name("PROMPT_FILE", "same", "PROMPT_FILE",
          "also a PEFT adapter folder or a ptjax run"),
     Name("EVAL_STEPS", "maps", "MAX_EVAL_EXAMPLES",
@@ -83,6 +84,26 @@ TABLE = (
          "ptjax keeps the evaluation examples in memory always; remove it"),
     Name("JSON_WRITE_N_RESULTS", "error", "",
          "ptjax writes every prediction to MODEL_DIR/eval/<task>/step_<n>.jsonl; remove it"),
+    Name("MIXTURE_OR_TASK_SPLIT", "maps", "EVAL_SPLIT",
+         "infer.gin's split (T5X's default 'test', ptjax's 'validation'; "
+         "gin/tasks/infer_file.gin: your inputs)"),
+    # Decoding (T5X: the model's decode_fn and its options; ptjax: gin/decoding/*.gin).
+    Name("models.EncoderDecoderModel.decode_fn", "maps", "DECODING_METHOD",
+         "'greedy', 'beam_search' or 'temperature_sample', or include one of "
+         "gin/decoding/*.gin"),
+    Name("models.EncoderDecoderModel.predict_batch_with_aux.num_decodes", "maps", "BEAM_SIZE",
+         "beam search's beams; ptjax's sampling draws one sample per input"),
+    Name("decoding.beam_search.alpha", "maps", "BEAM_ALPHA",
+         "the brevity penalty, T5X's default 0.6 (gin/decoding/beam_search.gin)"),
+    Name("decoding.temperature_sample.temperature", "maps", "TEMPERATURE",
+         "with DECODING_METHOD='temperature_sample' (gin/decoding/temperature.gin)"),
+    Name("decoding.temperature_sample.topk", "maps", "TOPK",
+         "differs: default 0 = no cut (T5X: 1)"),
+    Name("decoding.temperature_sample.topp", "maps", "TOPP",
+         "gin/decoding/nucleus_sampling.gin"),
+    Name("inference.generate", "maps", "DECODING_METHOD",
+         "the runs call it with the decoding macros: DECODING_METHOD, BEAM_SIZE, BEAM_ALPHA, "
+         "TEMPERATURE, TOPK, TOPP, MAX_DECODE_LENGTH, DECODING_SEED (gin/decoding/*.gin)"),
     # Configurables of t5x.utils / partitioning / trainer.
     Name("utils.DatasetConfig.mixture_or_task_name", "same",
          "utils.DatasetConfig.mixture_or_task_name",

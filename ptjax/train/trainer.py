@@ -160,8 +160,9 @@ def train(*, model_dir: str, model_config: T5Config,
     checkpoints.close()
     raise ValueError(f"{model_dir}/checkpoints/{latest} is past TRAIN_STEPS ({last_step:,}): "
                      f"raise TRAIN_STEPS or use a new MODEL_DIR.")
+  base_model = _real(restore.path)  # The frozen model, named in exported PEFT adapters.
   _check_same_run(model_dir, {"mixture_or_task_name": data_cfg.mixture_or_task_name,
-                              "initial_checkpoint_path": _real(restore.path),
+                              "initial_checkpoint_path": base_model,
                               "prompt_length": prompt.length if prompt else 0,
                               "trainable": list(trainable)}, resuming=latest is not None)
   # The newest readable checkpoint: an unreadable one (a torn write) is skipped with a line.
@@ -221,12 +222,13 @@ def train(*, model_dir: str, model_config: T5Config,
       if best_metric in metrics and _improved(best_metric, metrics[best_metric],
                                               best and best["value"]):
         best = {"step": step, "metric": best_metric, "value": metrics[best_metric]}
-        _export(run, state, files.join(model_dir, "best"), best)
+        _export(run, state, files.join(model_dir, "best"), best, base_model)
     if step % checkpoint_cfg.save.period == 0 or step == last_step:
+      _save_numpy_prompt(state, model_dir, step)  # First, as the official Checkpointer.
       checkpoints.save(step, _saved(state, start_step), force=True)
   progress.close()
   checkpoints.close()
-  _export(run, state, model_dir, None)
+  _export(run, state, model_dir, None, base_model)
   _export_params(run, state, model_dir, last_step)
   return {**metrics, "trainable_parameters": trainable_parameters}
 
@@ -347,16 +349,36 @@ def _export_params(run: Run, state: TrainState, model_dir: str, step: int):
     print(f"Model weights (T5X checkpoint): {path}", flush=True)
 
 
-def _export(run: Run, state: TrainState, folder: str, record: Optional[dict]):
-  """prompt.npy + a PEFT adapter (+ best.json) of the current prompt, from host 0."""
+def _gathered_prompt(state: TrainState) -> Optional[np.ndarray]:
+  """The whole prompt on every process (a collective: every process calls it); None in a
+  run without one."""
   prompt = state.trainable.get("prompt", {}).get("prompt")
   if prompt is None:
-    return
-  value = np.asarray(jax.experimental.multihost_utils.process_allgather(prompt, tiled=True))
-  if jax.process_index() != 0:
+    return None
+  return np.asarray(jax.experimental.multihost_utils.process_allgather(prompt, tiled=True))
+
+
+def _save_numpy_prompt(state: TrainState, model_dir: str, step: int):
+  """The prompt at `step` in prompt-tuning's official numpy layout,
+  MODEL_DIR/numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.prompt (np.save
+  format, no extension; `step` absolute, as T5X's), written whole by process 0. Kept for
+  every save, whatever checkpoint_cfg.save.keep: as the official code's."""
+  value = _gathered_prompt(state)
+  if value is not None and jax.process_index() == 0:
+    prompts.save_numpy_checkpoint(value, model_dir, step)
+
+
+def _export(run: Run, state: TrainState, folder: str, record: Optional[dict],
+            base_model: Optional[str] = None):
+  """prompt.npy + a PEFT adapter (+ best.json) of the current prompt, from host 0.
+  `base_model`: the frozen model (INITIAL_CHECKPOINT_PATH), the adapter's
+  base_model_name_or_path."""
+  value = _gathered_prompt(state)
+  if value is None or jax.process_index() != 0:
     return
   prompts.save_npy(value, files.join(folder, "prompt.npy"))
   prompts.save_peft(value, files.join(folder, "peft_adapter"),
-                    num_layers=run.config.num_encoder_layers, num_heads=run.config.num_heads)
+                    num_layers=run.config.num_encoder_layers, num_heads=run.config.num_heads,
+                    base_model=base_model)
   if record is not None:
     files.write_json(files.join(folder, "best.json"), record)

@@ -68,6 +68,13 @@ def import_task_module(module: Optional[str]) -> None:
   try:
     importlib.import_module(module)
   except ImportError as e:
+    if module.split(".")[:2] in (["prompt_tuning", "data"], ["t5", "data"]):
+      # The official task modules (not installable with current JAX): their task names
+      # resolve to ptjax's built-in tasks (ptjax.data.tasks' official aliases).
+      print(f"MIXTURE_OR_TASK_MODULE={module!r} is not installed; its task names resolve to "
+            f"ptjax's built-in tasks (docs/coming_from_t5x.md, 'Official task names').",
+            flush=True)
+      return
     raise ValueError(f"MIXTURE_OR_TASK_MODULE={module!r} cannot be imported ({e}); put its "
                      f"folder on PYTHONPATH or install it.") from None
 

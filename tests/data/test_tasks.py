@@ -25,7 +25,7 @@ def registered():
 def test_every_task_and_split_yields_examples_from_mock_data(registered):
   names = sorted(n for n in seqio.TaskRegistry.names()
                  if n.startswith("pt_") and not n.startswith("pt_mini_"))
-  assert len(names) == 22 * len(catalog.VARIANTS) + 2  # + C4's two objectives.
+  assert len(names) == 31 * len(catalog.VARIANTS) + 2  # + C4's two objectives.
   with tfds.testing.mock_data(num_examples=1):
     for name in names:
       task = seqio.get_mixture_or_task(name)

@@ -35,7 +35,8 @@ setuptools.setup(
         "etils[epath]>=1.5,<2",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "scikit-learn>=1.3,<2", "matplotlib>=3.7,<4",
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "scikit-learn>=1.3,<2",
+                 "matplotlib>=3.7,<4",
                  # A Cloud Storage server on 127.0.0.1 for the gs:// tests (tests/cloud/).
                  "gcp-storage-emulator>=2024.8,<2027"],
         # Figures of `python -m ptjax.experiments table`.

@@ -22,25 +22,14 @@ from official_layout import NUMPY_PROMPT, official_run, odd_prompt
 from ptjax import prompts
 from ptjax.prompts import extract
 
-WORDS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum"]
+sys.path.insert(0, os.path.join(ROOT, "tests", "train"))
+from test_cli import write_task  # noqa: E402  (the same TSV task as test_cli)
+
 SAVED = [1004, 1008, 1012]
 
 
 def bits(a):
   return np.asarray(a, np.float32).view(np.uint32)
-
-
-def write_task(folder):
-  rng = np.random.default_rng(0)
-  paths = {}
-  for split, n in (("train", 64), ("validation", 10)):
-    path = os.path.join(folder, f"{split}.tsv")
-    with open(path, "w") as f:
-      f.write("inputs\ttargets\n")
-      for w in rng.choice(WORDS, n):
-        f.write(f"is {w} sweet?\t{'yes' if len(w) % 2 else 'no'}\n")
-    paths[split] = path
-  return paths
 
 
 def env():

@@ -10,15 +10,14 @@ import gin
 import jax
 import numpy as np
 import pytest
-from absl import flags
 
-from conftest import INLINE_CKPT, INLINE_CONFIG, ROOT, shared_fixture
-from ptjax import main as cli
+from conftest import INLINE_CKPT, INLINE_CONFIG, shared_fixture
 from ptjax import prompts
 from ptjax.checkpoints import load_checkpoint
 from ptjax.data import vocabularies
 from ptjax.model import inference
 from ptjax.train import evaluation, gin_utils
+from test_eval_tasks import run_cli  # `python -m ptjax.main ARGV` in this process.
 
 LENGTHS = {"inputs": 16, "targets": 4}
 BATCH = 4
@@ -55,19 +54,6 @@ def world(tmp_path_factory):
           "inputs": [i for i, _ in rows["validation"]],
           "vocab": shared_fixture("t5_vocab/sentencepiece.model"),
           "checkpoint": shared_fixture(INLINE_CKPT)}
-
-
-def run_cli(argv):
-  """`python -m ptjax.main ARGV` in this process."""
-  gin.clear_config()
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(cli.rewrite_gin_args(["ptjax.main", *argv]))
-  cwd = os.getcwd()
-  os.chdir(ROOT)
-  try:
-    cli.main([])
-  finally:
-    os.chdir(cwd)
 
 
 def task_args(world, model_dir, run, *extra, task=True, vocab=True):

@@ -46,5 +46,6 @@ setuptools.setup(
         "compare": ["torch==2.13.0", "transformers>=4.44,<6", "peft>=0.12,<1"],
     },
     entry_points={"console_scripts": ["ptjax-convert=ptjax.convert:run",
-                                     "ptjax-extract=ptjax.prompts.extract:run"]},
+                                     "ptjax-extract=ptjax.prompts.extract:run",
+                                     "ptjax-plan=ptjax.plan:run"]},
 )

@@ -987,6 +987,52 @@ def reproduction_seeds(cmd, ctx):
         f"no seed_2 run of {grid} planned"
 
 
+# --- python -m ptjax.plan ---------------------------------------------------------------------
+
+# What makes a documented plan run in seconds: any --model -> PLAN_MODEL (the mesh is kept:
+# simulated devices cost little); --table -> its own sizes / slices replaced by these.
+PLAN_MODEL = "tiny"
+PLAN_TABLE_SHRINK = ["--sizes", "tiny", "--slices", "1xh200", "--inputs", "64"]
+
+
+def plan_command(cmd, ctx):
+  tokens = shlex.split(cmd.text)
+  table = "--table" in tokens
+  args, drop = [], False
+  for token in tokens[3:]:
+    if drop:
+      drop = False
+      continue
+    name = token.split("=", 1)[0]
+    if name == "--model":
+      args += ["--model", PLAN_MODEL]
+      drop = "=" not in token
+    elif table and name in ("--sizes", "--slices"):
+      drop = "=" not in token
+    else:
+      args.append(token)
+  args += PLAN_TABLE_SHRINK if table else []
+  # A subprocess: the simulated device count is fixed when JAX starts.
+  result = ctx.once(("plan", tuple(args)), lambda: ctx.run(
+      [sys.executable, "-m", "ptjax.plan", *args], ctx.scratch("plan")))
+  assert_ok(result)
+  out = result.stdout
+  if table:
+    assert re.search(r"^<!-- python -m ptjax\.plan --table .*; jax [\d.]+; \d{4}-\d\d-\d\d;",
+                     out, re.M), result.describe()
+    for mode in ("prompt_tuning", "model_tuning"):
+      assert re.search(rf"^\| tiny \| {mode} \| 1xh200 \| 1x1\b.*\| 141 \|$", out, re.M), \
+          f"{mode}\n{result.describe()}"
+  elif "--json" in tokens:
+    summary = json.loads(out)
+    assert summary["config"]["model"] == PLAN_MODEL and summary["train"]["argument_bytes"] > 0
+    assert isinstance(summary["fits"], bool), summary
+  else:
+    assert re.search(r"^\S+: .* per device, .*: (fits|does not fit) \(", out, re.M), \
+        result.describe()
+    assert "Temporaries are estimated by XLA's CPU backend" in out, result.describe()
+
+
 # --- The rule table ---------------------------------------------------------------------------
 
 class Rule:
@@ -1129,6 +1175,13 @@ RULES = [
          "planned (test_mini_reproduction_seeds).",
          extra=reproduction_seeds,
          background=lambda c, x, run: reproduction_job(c, x)),
+    Rule("plan", r"^python -m ptjax\.plan .", plan_command,
+         "`python -m ptjax.plan ...` (docs/scale.md) -> a subprocess (the simulated device "
+         "count is fixed when JAX starts), --model X -> PLAN_MODEL, the mesh and lengths "
+         "kept; --table -> its sizes / slices replaced by PLAN_TABLE_SHRINK (tiny on 1xh200, "
+         "64 inputs): the table's header comment (command, jax version, date) and the 1x1 "
+         "row of both modes; a plan: the `fits` / `does not fit` line and the CPU-backend "
+         "note; --json: one JSON object with a boolean `fits`."),
 ]
 RULE_BY_NAME = {r.name: r for r in RULES}
 

@@ -189,7 +189,8 @@ def _read_json(path: str, what: str) -> dict:
   return value
 
 
-def _read_tensors(folder: str) -> dict[str, np.ndarray]:
+def _shard_files(folder: str) -> list[str]:
+  """Paths of the safetensors files of a folder: its sharded index's, or model.safetensors."""
   index = files.join(folder, INDEX_FILE)
   if files.exists(index):
     weight_map = _read_json(index, "a sharded checkpoint's index maps tensor names to "
@@ -205,16 +206,18 @@ def _read_tensors(folder: str) -> dict[str, np.ndarray]:
             f"in it; copy every shard of the checkpoint.")
   else:
     shards = [WEIGHTS_FILE]
+  return [files.join(folder, name) for name in shards]
+
+
+def _read_tensors(folder: str) -> dict[str, np.ndarray]:
   tensors = {}
-  for name in shards:
-    path = files.join(folder, name)
+  for path in _shard_files(folder):
     tensors.update(_load_safetensors(files.read_bytes(path), path))
   return tensors
 
 
-def read_hf(folder: str, dtype: Optional[str] = None) -> tuple[T5Config, dict]:
-  """(T5Config, T5X-named params) of an HF T5ForConditionalGeneration folder."""
-  source = f"Hugging Face checkpoint {folder}"
+def _check_folder(folder: str, source: str) -> None:
+  """A config.json and safetensors weights, or the one-line error saying what is missing."""
   if not files.exists(files.join(folder, CONFIG_FILE)):
     raise CheckpointError(f"{source}: no {CONFIG_FILE}.")
   if not is_hf_folder(folder):
@@ -223,6 +226,21 @@ def read_hf(folder: str, dtype: Optional[str] = None) -> tuple[T5Config, dict]:
         f"{source}: no {WEIGHTS_FILE}"
         + (" (pytorch_model.bin is a pickle, which ptjax never loads; re-save with "
            "`model.save_pretrained(dir, safe_serialization=True)`)." if pickled else "."))
+
+
+def check_unexpected(names, used, source: str) -> None:
+  """CheckpointError naming the tensors of an HF checkpoint that map to no parameter."""
+  unexpected = sorted(set(names) - set(used))
+  if unexpected:
+    raise CheckpointError(
+        f"{source}: unexpected tensor(s) {', '.join(unexpected[:5])} for a "
+        f"T5ForConditionalGeneration with this config.json.")
+
+
+def read_hf(folder: str, dtype: Optional[str] = None) -> tuple[T5Config, dict]:
+  """(T5Config, T5X-named params) of an HF T5ForConditionalGeneration folder."""
+  source = f"Hugging Face checkpoint {folder}"
+  _check_folder(folder, source)
   tensors = _read_tensors(folder)
   has_lm_head = ("lm_head.weight" in tensors and "shared.weight" in tensors
                  and not np.array_equal(tensors["lm_head.weight"], tensors["shared.weight"]))
@@ -240,11 +258,7 @@ def read_hf(folder: str, dtype: Optional[str] = None) -> tuple[T5Config, dict]:
     array = np.ascontiguousarray(array.T) if transpose else array
     params[path] = array.astype(resolve_dtype(dtype)) if dtype else array
     used.add(hf_name)
-  unexpected = sorted(set(tensors) - used)
-  if unexpected:
-    raise CheckpointError(
-        f"{source}: unexpected tensor(s) {', '.join(unexpected[:5])} for a "
-        f"T5ForConditionalGeneration with this config.json.")
+  check_unexpected(tensors, used, source)
   params = traverse_util.unflatten_dict(params, sep="/")
   check_params(params, config, source)
   return config, params

@@ -197,6 +197,28 @@ def _chunk_error(error: Exception) -> str:
   return message
 
 
+def _lenient_if_filled(store, spec: dict):
+  """The store itself, or reopened without the strict read when it has a fill value: with
+  one, TensorStore writers omit chunks equal to it, so an absent chunk is valid."""
+  if store.fill_value is not None and "fill_missing_data_reads" in _strict(spec):
+    return ts.open(spec, open=True, read=True).result()
+  return store
+
+
+def _open_error(source: str, name: str, spec: dict, error: Exception) -> CheckpointError:
+  return CheckpointError(
+      f"{source}: parameter {name} is stored in TensorStore at {spec['kvstore']['path']} "
+      f"but cannot be opened ({_one_line(str(error))}). Copy the whole checkpoint folder, "
+      f"including its target.* subfolders.")
+
+
+def _read_error(source: str, name: str, error: Exception) -> CheckpointError:
+  """A missing, truncated or corrupt chunk file, as one line: never zeros."""
+  return CheckpointError(
+      f"{source}: parameter {name} cannot be read: {_chunk_error(error)}. The checkpoint "
+      f"is incomplete or damaged; copy it again, whole.")
+
+
 def _split_leaves(tree: dict):
   """{'a': {'b': leaf}} -> {('a', 'b'): leaf}, stopping at TensorStore specs."""
   out = {}
@@ -245,23 +267,14 @@ def _read_arrays(leaves: dict, directory: str, source: str,
       pending[key] = (spec, ts.open(_strict(spec), open=True, read=True))
   for key, (spec, opening) in pending.items():  # Reads run concurrently.
     try:
-      store = opening.result()
-      if store.fill_value is not None and "fill_missing_data_reads" in _strict(spec):
-        # With a fill value, TensorStore writers omit chunks equal to it: absent is valid.
-        store = ts.open(spec, open=True, read=True).result()
-      pending[key] = (spec, store.read())
+      pending[key] = (spec, _lenient_if_filled(opening.result(), spec).read())
     except ValueError as e:
-      raise CheckpointError(
-          f"{source}: parameter {'/'.join(key)} is stored in TensorStore at "
-          f"{spec['kvstore']['path']} but cannot be opened ({_one_line(str(e))}). Copy the "
-          f"whole checkpoint folder, including its target.* subfolders.") from None
+      raise _open_error(source, "/".join(key), spec, e) from None
   for key, (spec, reading) in pending.items():
     try:
       leaves[key] = np.asarray(reading.result())
     except ValueError as e:  # A missing, truncated or corrupt chunk file: never zeros.
-      raise CheckpointError(
-          f"{source}: parameter {'/'.join(key)} cannot be read: {_chunk_error(e)}. The "
-          f"checkpoint is incomplete or damaged; copy it again, whole.") from None
+      raise _read_error(source, "/".join(key), e) from None
   params = {}
   for key, array in leaves.items():
     name = "/".join(key)
@@ -270,6 +283,13 @@ def _read_arrays(leaves: dict, directory: str, source: str,
     check_dtype(name, array.dtype, source)
     params[key] = array.astype(resolve_dtype(dtype, "dtype")) if dtype else array
   return params
+
+
+def note_prompt_left_out(source: str, shape: Optional[tuple]) -> None:
+  """The one line saying a prompt-tuning checkpoint's prompt is not part of the model."""
+  _note(f"{source} also holds a prompt-tuning prompt ({PROMPT_PARAM}"
+        f"{'' if shape is None else ' ' + str(list(shape))}): left out of the frozen "
+        f"model; to use that prompt, pass this checkpoint as PROMPT_FILE.")
 
 
 def read_t5x(path: str, dtype: Optional[str] = None,
@@ -289,10 +309,7 @@ def read_t5x(path: str, dtype: Optional[str] = None,
   else:
     prompt_key = tuple(PROMPT_PARAM.split("/"))
     if prompt_key in leaves:
-      shape = _leaf_shape(leaves.pop(prompt_key))
-      _note(f"{source} also holds a prompt-tuning prompt ({PROMPT_PARAM}"
-            f"{'' if shape is None else ' ' + str(list(shape))}): left out of the frozen "
-            f"model; to use that prompt, pass this checkpoint as PROMPT_FILE.")
+      note_prompt_left_out(source, _leaf_shape(leaves.pop(prompt_key)))
   return traverse_util.unflatten_dict(_read_arrays(leaves, directory, source, dtype))
 
 
@@ -311,10 +328,12 @@ def _zarr_dtype(dtype: np.dtype) -> str:
 
 
 def save_t5x(params: dict, path: str, *, step: int = 0, dtype: Optional[str] = None,
-             compressor: str = "gzip") -> str:
+             compressor: str = "gzip", chunk_bytes: int = _CHUNK_BYTES) -> str:
   """Writes params as a T5X checkpoint folder readable by T5X and `read_t5x`.
 
-  Arrays of rank >= 2 go to zarr (`compressor` 'gzip' or 'zstd'); vectors stay inline.
+  Arrays of rank >= 2 go to zarr (`compressor` 'gzip' or 'zstd'), in chunks of whole rows
+  of at most `chunk_bytes` (64 MiB, T5X's target; a reader decompresses whole chunks, so
+  smaller chunks lower the peak memory of block reads); vectors stay inline.
   The optimizer state holds only `step`: T5X restores such a checkpoint as the
   initial checkpoint of a new run. Returns the folder path.
   """
@@ -331,7 +350,7 @@ def save_t5x(params: dict, path: str, *, step: int = 0, dtype: Optional[str] = N
       continue
     folder = "target." + ".".join(key)
     row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
-    chunks = [max(1, min(array.shape[0], _CHUNK_BYTES // max(row_bytes, 1))), *array.shape[1:]]
+    chunks = [max(1, min(array.shape[0], chunk_bytes // max(row_bytes, 1))), *array.shape[1:]]
     metadata = {"chunks": chunks, "compressor": {"id": compressor, "level": 1},
                 "dtype": _zarr_dtype(array.dtype), "shape": list(array.shape)}
     spec = {"driver": "zarr", "kvstore": storage.kvstore_spec(files.join(path, folder)),

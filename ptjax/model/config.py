@@ -43,7 +43,15 @@ class T5Config:
       either way).
     layer_norm_epsilon: RMSNorm epsilon.
     remat_policy: 'none', 'full' (recompute every layer in the backward pass) or
-      'minimal' (save matmul outputs only); same parameter tree either way.
+      'minimal' (save matmul outputs only); same parameter tree either way. With
+      `scan_layers` it applies to the scanned layer (`nn.remat` inside `nn.scan`).
+    scan_layers: run each stack as one `nn.scan` over its layers (T5X's scalable T5 /
+      flaxformer's `scan_layers=True`): compile time stops growing with depth, same
+      maths. The parameter tree changes to flaxformer's scanned layout,
+      `encoder/encoder/<one layer>` and `decoder/decoder/<one layer>`, every leaf with a
+      stacked 'layers' axis at position 1 (kernel [embed, layers, joined_kv], scale
+      [embed, layers]); the shared relative-position tables stay where they were.
+      `ptjax.checkpoints.layout` converts checkpoints between the two layouts.
   """
 
   vocab_size: int = 32128
@@ -62,6 +70,7 @@ class T5Config:
   float32_attention_logits: bool = True
   layer_norm_epsilon: float = 1e-6
   remat_policy: str = "none"
+  scan_layers: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
@@ -73,6 +82,9 @@ class T5Config:
     if self.remat_policy not in ("none", "full", "minimal"):
       raise ValueError(
           f"T5Config.remat_policy={self.remat_policy!r}; use 'none', 'full' or 'minimal'.")
+    if not isinstance(self.scan_layers, bool):
+      raise ValueError(f"SCAN_LAYERS (T5Config.scan_layers)={self.scan_layers!r} must be True or "
+                       f"False.")
     try:
       dtype = jnp.dtype(self.dtype)
     except TypeError:

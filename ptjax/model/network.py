@@ -11,6 +11,20 @@
                        pre_mlp_layer_norm, mlp
     decoder/decoder_norm/scale, decoder/logits_dense/kernel (T5 1.1; absent when tied)
 
+With `T5Config.scan_layers` each stack is one `nn.scan` over a single layer (T5X's
+scalable T5, flaxformer t5_architecture `_construct_scanned_encoder/decoder`): the layers
+become `encoder/encoder/...` and `decoder/decoder/...`, every leaf with a stacked
+'layers' axis inserted at position 1 (flaxformer's default `scan_axis=1`, "an XLA layout
+optimization"): kernel [embed, layers, joined_kv], scale [embed, layers]. The relative
+position table stays one per stack, shared (T5 1.1), at `encoder/relpos_bias/rel_embedding`:
+the bias is computed once outside the scan and broadcast into it. (flaxformer's own
+scanned mode refuses shared biases and gives each layer its own table inside the scanned
+subtree; `ptjax.checkpoints.layout` refuses such checkpoints unless every layer's table is
+equal.) Dropout rngs are split per layer. The decode cache of a scanned decoder is
+`{'position', 'layers': {'self': (k, v), 'cross': (k, v)}}` with leaves
+[batch, layers, length, heads, head_dim]: batch stays the leading axis that beam search
+gathers on.
+
 Where a prompt enters: `T5.encode(encoder_embeddings=..., encoder_mask=...)` takes
 already-embedded inputs, so a prompt module embeds the tokens with `T5.embed`,
 prepends its [prompt_length, embed] rows and widens the mask.
@@ -33,6 +47,20 @@ _REMAT_POLICIES = {
     "full": None,  # Save nothing: recompute the whole layer in the backward pass.
     "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+
+
+SCAN_AXIS = 1  # Where scanned params stack their 'layers' axis (flaxformer's default).
+
+
+def _scan(body, config: T5Config, length: int, in_axes, remat: bool = False):
+  """`nn.scan` of `body(layer, carry, *xs) -> (carry, ys)` over `length` layers, in the
+  scanned parameter layout; with `remat` the body is `nn.remat`'d first (T5X: the remat
+  policy applies inside the scan, `prevent_cse=False` because scan already prevents CSE)."""
+  if remat and config.remat_policy != "none":
+    body = nn.remat(body, policy=_REMAT_POLICIES[config.remat_policy], prevent_cse=False)
+  return nn.scan(body, variable_axes={"params": SCAN_AXIS},
+                 split_rngs={"params": True, "dropout": True}, in_axes=in_axes,
+                 length=length, metadata_params={nn.PARTITION_NAME: "layers"})
 
 
 def _layer_class(cls, config: T5Config):
@@ -130,14 +158,20 @@ class DecoderLayer(_Block):
 
 
 def _stack(config: T5Config, layer: type, num_layers: int, bidirectional: bool):
-  """(relpos_bias, layers, final norm, dropout) of one stack; called from `setup`."""
+  """(relpos_bias, layers, final norm, dropout) of one stack; called from `setup`.
+
+  `layers` is a list of `num_layers` layers, or with `scan_layers` the one layer that
+  `_scan` stacks (the caller names it `encoder` / `decoder`, flaxformer's names)."""
   c = config
   relpos = layers.RelativePositionBiases(
       c.relative_attention_num_buckets, c.relative_attention_max_distance, c.num_heads,
       bidirectional=bidirectional, dtype=c.activation_dtype)
-  layer_cls = _layer_class(layer, c)
-  return (relpos, [layer_cls(c) for _ in range(num_layers)],
-          layers.RMSNorm(c.layer_norm_epsilon, c.activation_dtype),
+  if c.scan_layers:
+    stack = layer(c)
+  else:
+    layer_cls = _layer_class(layer, c)
+    stack = [layer_cls(c) for _ in range(num_layers)]
+  return (relpos, stack, layers.RMSNorm(c.layer_norm_epsilon, c.activation_dtype),
           nn.Dropout(c.dropout_rate, broadcast_dims=(-2,)))
 
 
@@ -146,8 +180,13 @@ class Encoder(nn.Module):
   config: T5Config
 
   def setup(self):
-    self.relpos_bias, self.layers, self.encoder_norm, self.dropout = _stack(
+    relpos, stack, norm, dropout = _stack(
         self.config, EncoderLayer, self.config.num_encoder_layers, bidirectional=True)
+    self.relpos_bias, self.encoder_norm, self.dropout = relpos, norm, dropout
+    if self.config.scan_layers:
+      self.encoder = stack
+    else:
+      self.layers = stack
 
   def __call__(self, embeddings: Array, mask: Array, enable_dropout: bool = False) -> Array:
     """embeddings: [batch, length, embed]; mask: [batch, length] (nonzero = real token)."""
@@ -157,8 +196,13 @@ class Encoder(nn.Module):
     x = constrain(x, ("batch", "length", "embed"))
     bias = (attention_bias(mask[:, None, :, None] & mask[:, None, None, :])
             + self.relpos_bias(length, length))
-    for layer in self.layers:
-      x = layer(x, bias, enable_dropout)
+    if self.config.scan_layers:
+      x, _ = _scan(lambda layer, x, bias: (layer(x, bias, enable_dropout), None),
+                   self.config, self.config.num_encoder_layers, nn.broadcast,
+                   remat=True)(self.encoder, x, bias)
+    else:
+      for layer in self.layers:
+        x = layer(x, bias, enable_dropout)
     x = self.encoder_norm(x)
     return self.dropout(x, deterministic=not enable_dropout)
 
@@ -170,8 +214,13 @@ class Decoder(nn.Module):
 
   def setup(self):
     c = self.config
-    self.relpos_bias, self.layers, self.decoder_norm, self.dropout = _stack(
-        c, DecoderLayer, c.num_decoder_layers, bidirectional=False)
+    relpos, stack, norm, dropout = _stack(c, DecoderLayer, c.num_decoder_layers,
+                                          bidirectional=False)
+    self.relpos_bias, self.decoder_norm, self.dropout = relpos, norm, dropout
+    if c.scan_layers:
+      self.decoder = stack
+    else:
+      self.layers = stack
     if not c.logits_via_embedding:
       self.logits_dense = layers.Dense(c.vocab_size, ("embed", "vocab"),
                                        dtype=c.activation_dtype)
@@ -203,8 +252,14 @@ class Decoder(nn.Module):
     self_mask = causal[None, None] & valid[:, None, :, None] & valid[:, None, None, :]
     self_bias = attention_bias(self_mask) + self.relpos_bias(length, length)
     cross_bias = attention_bias(valid[:, None, :, None] & (encoder_mask > 0)[:, None, None, :])
-    for layer in self.layers:
-      y = layer(y, encoded, self_bias, cross_bias, enable_dropout)
+    if self.config.scan_layers:
+      def body(layer, y, encoded, self_bias, cross_bias):
+        return layer(y, encoded, self_bias, cross_bias, enable_dropout), None
+      y, _ = _scan(body, self.config, self.config.num_decoder_layers, nn.broadcast,
+                   remat=True)(self.decoder, y, encoded, self_bias, cross_bias)
+    else:
+      for layer in self.layers:
+        y = layer(y, encoded, self_bias, cross_bias, enable_dropout)
     return self._logits(y, enable_dropout)
 
   def init_cache(self, encoded: Array, max_length: int) -> DecodeCache:
@@ -213,6 +268,14 @@ class Decoder(nn.Module):
     shape = (encoded.shape[0], max_length, c.num_heads, c.head_dim)
     zeros = jnp.zeros(shape, c.activation_dtype)
     cache = {"position": jnp.zeros((), jnp.int32)}
+    if c.scan_layers:
+      # One projection per layer, stacked by the scan on axis 0, then moved behind batch.
+      _, cross = _scan(lambda layer, carry, enc: (carry, layer.project_encoded(enc)), c,
+                       c.num_decoder_layers, nn.broadcast)(self.decoder, 0, encoded)
+      stacked = zeros[:, None].repeat(c.num_decoder_layers, axis=1)
+      cache["layers"] = {"self": (stacked, stacked),
+                         "cross": tuple(jnp.moveaxis(a, 0, 1) for a in cross)}
+      return cache
     for i, layer in enumerate(self.layers):
       cache[f"layers_{i}"] = {"self": (zeros, zeros), "cross": layer.project_encoded(encoded)}
     return cache
@@ -221,17 +284,45 @@ class Decoder(nn.Module):
                   cache: DecodeCache) -> tuple[Array, DecodeCache]:
     """tokens: [batch, 1] at `cache['position']` -> logits [batch, vocab], new cache."""
     position = cache["position"]
-    max_length = cache["layers_0"]["self"][0].shape[1]
+    scanned = self.config.scan_layers
+    max_length = (cache["layers"]["self"][0].shape[2] if scanned
+                  else cache["layers_0"]["self"][0].shape[1])
     y = self.embedder(tokens)
     seen = jnp.arange(max_length) <= position
     self_bias = (attention_bias(seen[None, None, None, :])
                  + self.relpos_bias(1, max_length, query_position=position))
     cross_bias = attention_bias((encoder_mask > 0)[:, None, None, :])
     new_cache = {"position": position + 1}
+    if scanned:
+      y, new_cache["layers"] = self._scanned_decode_step(
+          y, self_bias, cross_bias, position, cache["layers"])
+      return self._logits(y, False)[:, 0], new_cache
     for i, layer in enumerate(self.layers):
       y, new_cache[f"layers_{i}"] = layer.decode_step(
           y, self_bias, cross_bias, position, cache[f"layers_{i}"])
     return self._logits(y, False)[:, 0], new_cache
+
+
+  def _scanned_decode_step(self, y, self_bias, cross_bias, position, cache):
+    """One step through the scanned layers. Each layer reads its slice of the broadcast
+    cache [batch, layers, ...] by index and returns only this step's keys/values
+    [batch, 1, heads, head_dim], written into the stacked cache once after the scan
+    (scanning the cache itself would move its layers axis first: a copy every step)."""
+    def body(layer, y, i, self_bias, cross_bias, position, cache):
+      mine = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, 1, False), cache)
+      y, new = layer.decode_step(y, self_bias, cross_bias, position, mine)
+      return y, tuple(jax.lax.dynamic_slice_in_dim(a, position, 1, axis=1)
+                      for a in new["self"])
+
+    n = self.config.num_decoder_layers
+    broadcast = (nn.broadcast,) * 4
+    y, steps = _scan(body, self.config, n, (0,) + broadcast)(
+        self.decoder, y, jnp.arange(n), self_bias, cross_bias, position, cache)
+    # steps: [layers, batch, 1, heads, head_dim] -> into [batch, layers, max_len, ...].
+    new_self = tuple(jax.lax.dynamic_update_slice_in_dim(old, jnp.moveaxis(step, 0, 1)
+                                                         .astype(old.dtype), position, axis=2)
+                     for old, step in zip(cache["self"], steps))
+    return y, {"self": new_self, "cross": cache["cross"]}
 
 
 class T5(nn.Module):

@@ -1,7 +1,9 @@
 """Prompt initialisers: `init(rng, shape [P, embed], embedding [vocab, embed]) -> [P, embed]`.
 
 Built as closures so gin can select one (`prompt_init = @initializers.sampled_vocab()`);
-`embedding` is the *frozen, loaded* token embedding, needed by the vocabulary-based ones.
+`embedding` is the *frozen, loaded* token embedding, needed by the vocabulary-based ones;
+the others are marked `uses_embedding = False` and get None (`needs_embedding`), so a run
+reads no embedding for them.
 """
 
 from typing import Callable, Protocol, Sequence
@@ -22,12 +24,20 @@ class Vocabulary(Protocol):  # seqio.Vocabulary satisfies this.
     ...
 
 
+def needs_embedding(init: Callable) -> bool:
+  """Whether an initialiser reads the frozen embedding (so a run loads it for the prompt):
+  False for those marked `uses_embedding = False` (random_uniform, from_array, from_file);
+  True for the vocabulary-based ones and for any other callable (it may use it)."""
+  return getattr(init, "uses_embedding", True)
+
+
 def random_uniform(scale: float = 0.5, nonnegative: bool = False) -> Initializer:
   """Uniform in [-scale, scale] (the paper), or [0, scale) as the original code did."""
   def init(rng, shape, embedding):
     del embedding
     low = 0.0 if nonnegative else -scale
     return jax.random.uniform(rng, shape, jnp.float32, low, scale)
+  init.uses_embedding = False
   return init
 
 
@@ -97,6 +107,7 @@ def from_array(array) -> Initializer:
       raise ValueError(f"Prompt of shape {value.shape} does not fit the model: expected "
                        f"[PROMPT_LENGTH, emb_dim] = {tuple(shape)}.")
     return jnp.asarray(value)
+  init.uses_embedding = False
   return init
 
 
@@ -112,4 +123,5 @@ def from_file(path: str) -> Initializer:
                        f"[PROMPT_LENGTH, emb_dim] = {tuple(shape)}.")
     return from_array(value)(rng, shape, embedding)
   init.path = path  # Lets the trainer see that PROMPT_INIT and PROMPT_FILE agree.
+  init.uses_embedding = False
   return init

@@ -396,8 +396,10 @@ def _frozen_run(model_config, restore: utils.RestoreCheckpointConfig,
   mesh = partitioner.mesh()
   prompt_init = prompts.from_file(prompt.file or model_dir) if prompt else None
   trainable = optim.PROMPT_ONLY if prompt else optim.EVERYTHING
+  # Nothing trains here: FROZEN_DTYPE is every weight's, the bare model's too.
   run = runs.setup_run(model_config, restore.path, prompt.length if prompt else 0,
-                       prompt_init, trainable, mesh, dtype=restore.dtype)
+                       prompt_init, trainable, mesh, dtype=restore.dtype,
+                       trainable_dtype=restore.dtype)
   scalar = partitioning.replicated(mesh)
   state = TrainState(step=jnp.zeros((), jnp.int32), trainable=run.trainable, opt_state=None,
                      rng=jax.random.PRNGKey(0))

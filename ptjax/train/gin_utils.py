@@ -191,6 +191,12 @@ def _parse_or_explain(fn):
       raise GinConfigError(f"{name}: {configurable} has no parameter {param!r}" +
                            (f"; {hint}" if hint else " (fix its spelling; "
                             "docs/coming_from_t5x.md lists T5X's names)") + ".") from None
+    token = re.search(r"Failed to parse token '([^']*)'", message)
+    if token and "malformed node or string" in message:
+      # An unquoted word (`--gin.FROZEN_DTYPE=bfloat16`): Python's literal parser refused it.
+      raise GinConfigError(
+          f"gin value {token.group(1)!r} is not a Python literal: quote strings, e.g. "
+          f"--gin.NAME=\"'{token.group(1)}'\" (a reference is written @name()).") from None
     if "config string:" in message:  # gin appends the whole config; keep the first part.
       message = message.split("config string:")[0].rstrip(" :")
     raise GinConfigError(message[:500]) from None

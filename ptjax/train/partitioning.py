@@ -26,6 +26,7 @@ LOGICAL_AXIS_RULES = (
     ("length", None),
     ("prompt", None),
     ("prompt_embed", None),
+    ("layers", None),  # Scanned stacks (T5Config.scan_layers): every device holds all layers.
 )
 
 
@@ -75,9 +76,28 @@ class PjitPartitioner:
     return make_mesh(parts, self.mesh_shape, devices)
 
 
-def logical_sharding(mesh: Mesh, logical_specs: Any) -> Any:
-  """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`."""
-  return nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_AXIS_RULES)
+def logical_sharding(mesh: Mesh, logical_specs: Any, shapes: Any = None) -> Any:
+  """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`.
+
+  `shapes` (the same tree of arrays / ShapeDtypeStructs): a dimension that the mesh axes of
+  its rule do not divide evenly is replicated instead (JAX refuses uneven shards), e.g.
+  base's 12 heads of `relpos_bias` on 8 model shards; XLA's GSPMD would pad them. Only that
+  parameter's layout changes; the maths does not.
+  """
+  shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_AXIS_RULES)
+  if shapes is None:
+    return shardings
+  return jax.tree.map(lambda s, x: _evenly(s, tuple(x.shape)), shardings, shapes)
+
+
+def _evenly(sharding: NamedSharding, shape: tuple) -> NamedSharding:
+  spec = []
+  for i, dim in enumerate(shape):
+    axis = sharding.spec[i] if i < len(sharding.spec) else None
+    names = axis if isinstance(axis, tuple) else (axis,)
+    parts = int(np.prod([sharding.mesh.shape[n] for n in names if n is not None]))
+    spec.append(axis if dim % parts == 0 else None)
+  return NamedSharding(sharding.mesh, P(*spec))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -137,7 +137,8 @@ TABLE = (
     Name("utils.RestoreCheckpointConfig.mode", "same", "utils.RestoreCheckpointConfig.mode",
          "'specific' only"),
     Name("utils.RestoreCheckpointConfig.dtype", "same", "utils.RestoreCheckpointConfig.dtype",
-         "the frozen weights' dtype: 'float32' or 'bfloat16'"),
+         "= FROZEN_DTYPE, the frozen weights' dtype on the devices ('float32' or "
+         "'bfloat16'); differs: what trains stays float32 (T5X trains in this dtype)"),
     Name("utils.RestoreCheckpointConfig.assignment_map", "error", "",
          "ptjax restores only the frozen model from INITIAL_CHECKPOINT_PATH; the prompt is new "
          "(PROMPT_INIT) or PROMPT_FILE; remove it"),

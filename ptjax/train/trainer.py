@@ -19,7 +19,7 @@ from ptjax.checkpoints import checkpoint_step
 from ptjax.checkpoints.t5x import save_t5x
 from ptjax.checkpoints.train_state import RunCheckpoints
 from ptjax.data import metrics as metrics_lib, pipeline
-from ptjax.model import T5Config
+from ptjax.model import T5Config, param_shapes
 from ptjax.train import evaluation, gin_utils, optim, partitioning, utils
 from ptjax.train.runs import MetricLog, Run, init_state, setup_run
 from ptjax.train.state import TrainState
@@ -89,6 +89,22 @@ def resolve_steps(start: int, total_steps: Optional[int],
   return total_steps
 
 
+def _check_frozen_dtype(model_config: T5Config, dtype: str,
+                       prompt: Optional[utils.PromptConfig], trainable: Sequence[str]):
+  """FROZEN_DTYPE applies to the frozen weights only: refused when nothing is frozen (it
+  would be a setting nobody reads). From shapes alone, before any weights load."""
+  if dtype == "float32":
+    return
+  variables = {"params": param_shapes(model_config)}
+  if prompt is not None:
+    variables["prompt"] = {"prompt": 0}
+  if not jax.tree.leaves(optim.split_trainable(variables, trainable)[1]):
+    raise ValueError(f"FROZEN_DTYPE={dtype!r} (utils.RestoreCheckpointConfig.dtype), but "
+                     f"TRAINABLE={list(trainable)} trains every weight, so nothing is frozen "
+                     f"and what trains stays float32 in ptjax (T5X would train in {dtype}); "
+                     f"remove FROZEN_DTYPE.")
+
+
 def train(*, model_dir: str, model_config: T5Config,
           train_dataset_cfg: utils.DatasetConfig,
           train_eval_dataset_cfg: Optional[utils.DatasetConfig] = None,
@@ -138,6 +154,7 @@ def train(*, model_dir: str, model_config: T5Config,
   last_step = resolve_steps(start_step, total_steps, relative_steps)
   if trainable is None:
     trainable = optim.PROMPT_ONLY if prompt is not None else optim.EVERYTHING
+  _check_frozen_dtype(model_config, restore.dtype, prompt, trainable)
   learning_rate = trainer.learning_rate or (0.3 if prompt is not None else 0.001)
   optimizer = trainer.optimizer(learning_rate=learning_rate)
   prompt_init = _prompt_init(prompt)

@@ -123,7 +123,7 @@ class RestoreCheckpointConfig:
                        f"one named checkpoint ('specific'); set INITIAL_CHECKPOINT_PATH to "
                        f"it.")
     if self.dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"utils.RestoreCheckpointConfig.dtype={self.dtype!r}: use 'float32' "
+      raise ValueError(f"FROZEN_DTYPE (utils.RestoreCheckpointConfig.dtype)={self.dtype!r}: use 'float32' "
                        f"or 'bfloat16'.")
 
 

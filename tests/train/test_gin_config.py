@@ -188,6 +188,28 @@ def test_an_unread_or_misspelt_binding_fails_naming_it(binding, name, task_files
           base_bindings(task_files, tmp_path) + [binding])
 
 
+def test_an_unquoted_string_value_is_one_line_saying_quote_it(task_files, tmp_path):
+  with pytest.raises(gin_utils.GinConfigError) as error:
+    parse([FILES["model"], FILES["run"], FILES["task"]],
+          base_bindings(task_files, tmp_path) + ["FROZEN_DTYPE=bfloat16"])
+  assert str(error.value) == ("gin value 'bfloat16' is not a Python literal: quote strings, "
+                              "e.g. --gin.NAME=\"'bfloat16'\" (a reference is written "
+                              "@name()).")
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("FROZEN_DTYPE='float16'", "FROZEN_DTYPE (utils.RestoreCheckpointConfig.dtype)='float16': "
+                               "use 'float32' or 'bfloat16'."),
+    ("SCAN_LAYERS=1", "SCAN_LAYERS (T5Config.scan_layers)=1 must be True or False."),
+])
+def test_a_bad_large_model_setting_names_its_macro(binding, message, task_files, tmp_path):
+  parse([FILES["model"], FILES["run"], FILES["task"]],
+        base_bindings(task_files, tmp_path) + [binding])
+  with pytest.raises(ValueError) as error:
+    run_kwargs()  # Evaluates the configs, as the run does.
+  assert str(error.value).splitlines()[0] == message  # gin adds a line naming the call.
+
+
 def test_a_setting_in_a_user_file_that_nothing_reads_names_the_file(task_files, tmp_path):
   mine = tmp_path / "mine.gin"
   mine.write_text("EVAL_PERIODS = 3\n")

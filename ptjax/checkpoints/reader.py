@@ -2,8 +2,8 @@
 
 `open_reader(path)` gives a `CheckpointReader` over a T5X checkpoint (folder, single msgpack
 file or gs:// path) or a Hugging Face folder. `shapes()` reads no array; `read(name, index)`
-reads only the bytes of the block `index` (a TensorStore slice read for T5X zarr leaves, a
-safetensors `get_slice` for HF tensors). `load_checkpoint(..., shardings=...)` builds global
+reads only the bytes of the block `index` (a TensorStore slice read for T5X zarr leaves; for
+HF tensors the byte range of the block's rows, through the path layer, local or gs://). `load_checkpoint(..., shardings=...)` builds global
 jax.Arrays from it, each process reading only what its devices hold.
 
 Names and layout are T5X's ('encoder/layers_0/attention/key/kernel', kernels [in, out]);
@@ -16,14 +16,12 @@ a truncated safetensors file.
 """
 
 import json
-import os
 import struct
 from typing import Optional, Protocol
 
 import jax
 import numpy as np
 import tensorstore as ts
-from safetensors import safe_open
 
 from ptjax import files
 from ptjax.checkpoints import hf, t5x
@@ -112,10 +110,11 @@ class T5XReader:
       raise t5x._read_error(self.source, name, e) from None  # pylint: disable=protected-access
 
 
-def _safetensors_header(path: str) -> dict:
-  """The JSON header of a local safetensors file, checked against the file's size."""
-  size = os.path.getsize(path)
-  with open(path, "rb") as f:
+def _safetensors_header(path: str) -> tuple[dict, int]:
+  """(the JSON header of a safetensors file, the byte offset where its data starts), checked
+  against the file's size; local or gs:// (ranged reads through the path layer)."""
+  size = files.getsize(path)
+  with files.open_read(path, binary=True) as f:
     head = f.read(8)
     header_len = struct.unpack("<Q", head)[0] if len(head) == 8 else None
     if header_len is None or 8 + header_len > size:
@@ -135,28 +134,28 @@ def _safetensors_header(path: str) -> dict:
                           f"{8 + header_len + end:,}); copy it again from where it was "
                           f"written.")
   header.pop("__metadata__", None)
-  return header
+  return header, 8 + header_len
 
 
 class HFReader:
-  """A local Hugging Face T5ForConditionalGeneration folder (config.json + model.safetensors
-  or its sharded index), read tensor block by tensor block through `safe_open.get_slice`.
-  `config` is the folder's T5Config (as `hf.read_hf`)."""
+  """A Hugging Face T5ForConditionalGeneration folder (config.json + model.safetensors or
+  its sharded index; local or gs://), read tensor block by tensor block: a block's rows are
+  one contiguous byte range of the file (safetensors stores C-order arrays after a JSON
+  header), read alone. `config` is the folder's T5Config (as `hf.read_hf`)."""
 
   def __init__(self, folder: str):
     self.source = f"Hugging Face checkpoint {folder}"
-    if files.is_remote(folder):
-      raise CheckpointError(f"{self.source}: a sharded load reads Hugging Face folders from "
-                            f"local disk only; copy the folder to a local path first.")
     hf._check_folder(folder, self.source)  # pylint: disable=protected-access
-    self._files = {}  # HF tensor name -> safetensors file.
+    self._files = {}  # HF tensor name -> (safetensors file, where its data starts).
     headers = {}
     for path in hf._shard_files(folder):  # pylint: disable=protected-access
-      for tensor, info in _safetensors_header(path).items():
+      header, data_start = _safetensors_header(path)
+      for tensor, info in header.items():
         if info.get("dtype") not in hf._SAFETENSORS_DTYPES:  # pylint: disable=protected-access
           raise CheckpointError(f"{path}: tensor {tensor} has unsupported dtype "
                                 f"{info.get('dtype')}.")
-        self._files[tensor], headers[tensor] = path, info
+        self._files[tensor], headers[tensor] = (path, data_start), info
+    self._headers = headers
     has_lm_head = ("lm_head.weight" in headers and "shared.weight" in headers
                    and not self._equal("lm_head.weight", "shared.weight", headers))
     self.config: T5Config = hf.config_from_hf(
@@ -191,11 +190,23 @@ class HFReader:
     return True
 
   def _slice(self, hf_name: str, index: Index, dtype: Optional[np.dtype]) -> np.ndarray:
-    with safe_open(self._files[hf_name], framework="numpy") as f:
-      block = np.asarray(f.get_slice(hf_name)[index])
-    if dtype is not None and block.dtype != dtype:  # safetensors hands BF16 back as raw bits.
-      block = block.view(dtype)
-    return block
+    """Block `index` of an HF tensor: only its rows' bytes are read."""
+    path, data_start = self._files[hf_name]
+    info = self._headers[hf_name]
+    shape = tuple(info["shape"])
+    stored = np.dtype(hf._SAFETENSORS_DTYPES[info["dtype"]])  # pylint: disable=protected-access
+    if not shape:
+      rows, rest = range(1), ()
+    else:
+      rows, rest = range(shape[0])[index[0]], index[1:]
+    row_bytes = stored.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+    offset = data_start + int(info["data_offsets"][0]) + (rows.start if rows else 0) * row_bytes
+    with files.open_read(path, binary=True) as f:
+      f.seek(offset)
+      raw = f.read(len(rows) * row_bytes)
+    block = np.frombuffer(raw, stored).reshape((len(rows),) + shape[1:] if shape else ())
+    block = block[(slice(None),) + tuple(rest)] if shape else block
+    return block if dtype is None else block.view(dtype) if block.dtype != dtype else block
 
   def shapes(self) -> dict[str, jax.ShapeDtypeStruct]:
     return dict(self._shapes)

@@ -209,6 +209,11 @@ def test_convert_gs_to_gs_t5x_and_hf_bit_exact(staged, tmp_path):
   config.write_text(json.dumps(dataclasses.asdict(TENSORSTORE_CONFIG)))
   source = staged["checkpoint"][1]
   _, reference = load_checkpoint(staged["checkpoint"][0], TENSORSTORE_CONFIG)
+  import jax
+  from ptjax.model import param_axes
+  from ptjax.train import partitioning
+  mesh = partitioning.make_mesh(1, devices=jax.devices()[:1])
+  shardings = partitioning.logical_sharding(mesh, param_axes(TENSORSTORE_CONFIG))
   for fmt in ("t5x", "hf"):
     output = f"gs://ptjax-test/converted/{fmt}"
     for _ in range(2):  # Running the same command twice works.
@@ -217,10 +222,14 @@ def test_convert_gs_to_gs_t5x_and_hf_bit_exact(staged, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
       assert proc.returncode == 0, proc.stderr[-2000:]
     _, params = load_checkpoint(output, TENSORSTORE_CONFIG)
+    # A run's load: straight into shardings, blocks read from gs:// (ranged reads).
+    _, sharded = load_checkpoint(output, TENSORSTORE_CONFIG, shardings=shardings)
     from ptjax.checkpoints.validate import flat
-    assert flat(params).keys() == flat(reference).keys()
+    assert flat(params).keys() == flat(reference).keys() == flat(sharded).keys()
     for name, value in flat(reference).items():
       np.testing.assert_array_equal(flat(params)[name], value, err_msg=f"{fmt} {name}")
+      np.testing.assert_array_equal(np.asarray(flat(sharded)[name]), value,
+                                    err_msg=f"sharded {fmt} {name}")
 
 
 def test_experiments_run_status_table_on_a_gs_root(gcs, monkeypatch):

@@ -60,6 +60,7 @@ ptjax.main should install it only when the user did not pass --verbosity.
 `run_span_line`: the T5X-style lines of the run log.
 """
 
+import argparse
 import contextlib
 import importlib.abc
 import importlib.util
@@ -376,3 +377,13 @@ __all__ = ["quiet_startup", "hide_tf_gpus", "tf_min_log_level", "native_line_dro
            "filtered_native_stderr", "install_import_filter", "uninstall_import_filter",
            "HARMLESS_WARNINGS", "HarmlessWarningFilter", "install_log_filter", "Progress",
            "step_log_line", "run_span_line"]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with ptjax's error convention: a bad flag is one line on stderr, exit 2.
+
+  argparse's own `error` prints the whole usage block first, and the line that says what is
+  wrong comes last; here it is the only line (`--help` still prints the usage)."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

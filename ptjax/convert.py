@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from ptjax import checkpoints, files
+from ptjax import checkpoints, console, files
 from ptjax.checkpoints import layout as layouts
 from ptjax.checkpoints.validate import check_params, flat
 from ptjax.model import PRESETS, T5Config, count_params, preset
@@ -142,7 +142,7 @@ def _remove_earlier_checkpoint(output: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m ptjax.convert", description=__doc__,
+  parser = console.ArgumentParser(prog="python -m ptjax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--input", required=True, help="T5X folder/file or HF folder (local or gs://).")
   parser.add_argument("--output", required=True, help="Folder to write.")

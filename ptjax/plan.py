@@ -14,6 +14,9 @@ weights, batch), the temporaries and the outputs; `cost_analysis()` the FLOPs.
 Argument and output bytes are exact (they are the arrays' shard sizes). Temporaries are
 XLA's CPU backend's buffer assignment: TPU / GPU fuse and schedule differently, so treat
 them as an estimate and keep headroom (`--headroom`).
+
+Exit status: 0 fits, 1 does not fit, 2 a bad flag (one line on stderr): a launch script
+that stops on a non-zero plan launches only what fits. `--table` exits 0.
 """
 
 import argparse
@@ -22,6 +25,8 @@ import json
 import sys
 import time
 from typing import Any, Optional, Sequence
+
+from ptjax import console
 
 # jax is imported lazily (`_jax()`): the CLI must set the simulated device count before
 # JAX's backend starts.
@@ -361,12 +366,6 @@ def report(result: PlanResult) -> str:
 
 # --- The command line -------------------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    """One line, exit 2 (argparse's own prints the whole usage first)."""
-    self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _mesh(text: str) -> tuple:
   try:
     data, model = (int(x) for x in text.lower().split("x"))
@@ -387,7 +386,7 @@ _SEARCHED = ("model", "mesh", "mode", "remat", "frozen_dtype", "microbatches", "
 
 
 def parser() -> argparse.ArgumentParser:
-  p = _Parser(prog="python -m ptjax.plan", description=__doc__,
+  p = console.ArgumentParser(prog="python -m ptjax.plan", description=__doc__,
               formatter_class=argparse.RawDescriptionHelpFormatter)
   a = p.add_argument
   a("--model", help="T5 preset: tiny, small, base, large, xl, xxl, mini_* (default base).")
@@ -466,7 +465,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{prog}: error: {e}", file=sys.stderr)
     return 2
   print(json.dumps(result.to_json()) if args.json else report(result))
-  return 0
+  return 0 if result.fits else 1  # A launch script that stops on non-zero launches what fits.
 
 
 def _start_cpu(devices: int):

@@ -255,3 +255,29 @@ def test_bad_convert_input_is_one_line(argv, expected, tmp_path, capsys):
   assert code == 2 and "Traceback" not in err and expected in err.strip().splitlines()[-1]
   assert not (tmp_path / "out").exists()
   assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("module,argv,expected", [
+    ("ptjax.convert", ["--input=a", "--output=b"],
+     "python -m ptjax.convert: error: the following arguments are required: --format"),
+    ("ptjax.convert", ["--input=a", "--output=b", "--format=t5x", "--layout=diagonal"],
+     "argument --layout: invalid choice: 'diagonal'"),
+    ("ptjax.prompts.extract", ["--input=a", "--output=b", "--format=pkl"],
+     "python -m ptjax.prompts.extract: error: argument --format: invalid choice: 'pkl'"),
+    ("ptjax.data.show_tasks", ["-n", "three"],
+     "python -m ptjax.data.show_tasks: error: argument -n: invalid int value: 'three'"),
+    ("ptjax.experiments.__main__", ["rerun"],
+     "python -m ptjax.experiments: error: argument command: invalid choice: 'rerun'"),
+    ("ptjax.plan", ["--batch", "many"],
+     "python -m ptjax.plan: error: argument --batch: invalid int value: 'many'"),
+], ids=["convert_required", "convert_choice", "extract", "show_tasks", "experiments", "plan"])
+def test_a_bad_flag_is_one_line_not_the_usage_block(module, argv, expected, capsys):
+  """argparse prints its usage block before the line that says what is wrong; every ptjax
+  command line says that line alone (console.ArgumentParser), exit 2."""
+  import importlib
+  main = importlib.import_module(module).main
+  with pytest.raises(SystemExit) as exit_:
+    main(argv)
+  out, err = capsys.readouterr()
+  assert exit_.value.code == 2 and out == ""
+  assert len(err.strip().splitlines()) == 1 and expected in err and "usage:" not in err, err

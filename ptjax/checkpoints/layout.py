@@ -40,6 +40,12 @@ def _scanned_match(name: str):
   return m if m and m[1] == m[2] else None
 
 
+def has_layers(names: Iterable[str]) -> bool:
+  """Whether flat parameter names include layer weights (in either layout): what a
+  checkpoint saves in the run's layout (a run that trains them resumes only in it)."""
+  return any(_UNSCANNED.match(n) or _scanned_match(n) for n in names)
+
+
 def is_scanned(names: Iterable[str]) -> bool:
   """Whether flat parameter names are in the scanned layout (`encoder/encoder/...`).
 

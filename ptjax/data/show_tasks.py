@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import seqio
 
+from ptjax import console
 from ptjax.data import catalog
 
 
@@ -20,7 +21,7 @@ def _text(value) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m ptjax.data.show_tasks", description=__doc__,
+  parser = console.ArgumentParser(prog="python -m ptjax.data.show_tasks", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("name", nargs="?", help="A task or mixture name.")
   parser.add_argument("--list", action="store_true", help="List tasks and mixtures.")

@@ -21,12 +21,12 @@ import os
 import re
 import sys
 
-from ptjax import files
+from ptjax import console, files
 from ptjax.experiments import families, grids, launch, runner
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m ptjax.experiments",
+  p = console.ArgumentParser(prog="python -m ptjax.experiments",
                               description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog=__doc__.split("\n", 2)[2])

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ptjax import files
+from ptjax import console, files
 from ptjax.prompts import io as prompt_io
 
 FORMATS = ("npy", "peft")
@@ -206,7 +206,7 @@ def extract(input_path: str, output: str, fmt: Optional[str] = None,
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m ptjax.prompts.extract", description=__doc__,
+  parser = console.ArgumentParser(prog="python -m ptjax.prompts.extract", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--input", required=True,
                       help="A run, checkpoint, numpy checkpoint, PEFT adapter or .npy (local "

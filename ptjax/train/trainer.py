@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from ptjax import console, files, prompts
-from ptjax.checkpoints import checkpoint_step
+from ptjax.checkpoints import checkpoint_step, layout, validate
 from ptjax.checkpoints.t5x import save_t5x
 from ptjax.checkpoints.train_state import RunCheckpoints
 from ptjax.data import metrics as metrics_lib, pipeline
@@ -178,10 +178,14 @@ def train(*, model_dir: str, model_config: T5Config,
     raise ValueError(f"{model_dir}/checkpoints/{latest} is past TRAIN_STEPS ({last_step:,}): "
                      f"raise TRAIN_STEPS or use a new MODEL_DIR.")
   base_model = _real(restore.path)  # The frozen model, named in exported PEFT adapters.
-  _check_same_run(model_dir, {"mixture_or_task_name": data_cfg.mixture_or_task_name,
-                              "initial_checkpoint_path": base_model,
-                              "prompt_length": prompt.length if prompt else 0,
-                              "trainable": list(trainable)}, resuming=latest is not None)
+  identity = {"mixture_or_task_name": data_cfg.mixture_or_task_name,
+              "initial_checkpoint_path": base_model,
+              "prompt_length": prompt.length if prompt else 0, "trainable": list(trainable)}
+  if layout.has_layers(validate.flat(run.trainable.get("params", {}))):
+    # Trained layer weights (and their optimizer state) are saved in the run's layout; a
+    # prompt is the same in both, so a prompt run may resume with either.
+    identity["scan_layers"] = model_config.scan_layers
+  _check_same_run(model_dir, identity, resuming=latest is not None)
   # The newest readable checkpoint: an unreadable one (a torn write) is skipped with a line.
   saved_step, restored = checkpoints.restore_latest(_saved(state, start_step), log=log.line)
   current = saved_step or start_step
@@ -318,7 +322,14 @@ def _check_same_run(model_dir: str, identity: dict, resuming: bool) -> None:
   path = files.join(model_dir, "run.json")
   if files.exists(path):
     earlier = files.read_json(path)
-    changed = sorted(k for k in identity if earlier.get(k) != identity[k])
+    # Runs from before SCAN_LAYERS existed were unscanned.
+    changed = sorted(k for k in identity
+                     if earlier.get(k, False if k == "scan_layers" else None) != identity[k])
+    if resuming and changed == ["scan_layers"]:
+      raise ValueError(
+          f"{model_dir}/checkpoints hold trained layers saved with SCAN_LAYERS "
+          f"(T5Config.scan_layers)={not identity['scan_layers']}; this run has "
+          f"{identity['scan_layers']}: set it back to resume, or use a new MODEL_DIR.")
     if resuming and changed:
       raise ValueError(
           f"{model_dir} holds checkpoints of another run ({', '.join(f'{k}={earlier.get(k)!r}' for k in changed)}; "

@@ -219,6 +219,29 @@ def test_model_tuning_run_is_the_same_trainer(tmp_path):
     assert all(jax_tree_equal)
   assert not np.array_equal(exported["token_embedder"]["embedding"],
                             initial["token_embedder"]["embedding"])
+  # Its checkpoints hold the layers unscanned: resuming scanned is refused, nothing rewritten.
+  before = {n: open(os.path.join(model_dir, n)).read() for n in ("config.gin", "run.json")}
+  assert json.loads(before["run.json"])["scan_layers"] is False
+  code, _, err = cli(model_dir, "--gin.TRAIN_STEPS=4", "--gin.SAVING_PERIOD=2",
+                     "--gin.EVAL_PERIOD=2", "--gin.SCAN_LAYERS=True", run="model_tune",
+                     check=False)
+  assert code == 2 and err.strip().splitlines()[-1] == (
+      f"error: {model_dir}/checkpoints hold trained layers saved with SCAN_LAYERS "
+      f"(T5Config.scan_layers)=False; this run has True: set it back to resume, or use a new "
+      f"MODEL_DIR."), err[-2000:]
+  assert {n: open(os.path.join(model_dir, n)).read() for n in before} == before
+  assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == ["2"]
+
+
+def test_a_prompt_run_resumes_in_either_layer_layout(baseline, tmp_path):
+  """A prompt (and its optimizer state) is the same in both layouts: an unscanned prompt
+  run resumes scanned, from its last checkpoint."""
+  import shutil
+  model_dir = str(tmp_path / "run")
+  shutil.copytree(baseline[0], model_dir)
+  assert "scan_layers" not in json.load(open(os.path.join(model_dir, "run.json")))
+  _, out, _ = cli(model_dir, "--gin.TRAIN_STEPS=14", "--gin.SCAN_LAYERS=True")
+  assert f"Resumed from {model_dir}/checkpoints/12." in out and "\nstep 14: loss " in out
 
 
 def _non_finite_files(folder):

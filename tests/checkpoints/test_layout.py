@@ -189,6 +189,16 @@ def _convert(*args):
   assert convert.main([str(a) for a in args]) == 0
 
 
+def _config_json(folder):
+  """CONFIG as a T5Config JSON file (convert's --config for T5X -> HF)."""
+  path = folder / "config.json"
+  path.write_text(json.dumps({"vocab_size": 32, "emb_dim": 4, "num_heads": 2, "head_dim": 2,
+                              "mlp_dim": 6, "num_encoder_layers": 2, "num_decoder_layers": 3,
+                              "relative_attention_num_buckets": 4,
+                              "relative_attention_max_distance": 8}))
+  return path
+
+
 def test_convert_layout_both_ways_bit_exact(tree, unscanned_ckpt, tmp_path, capsys):
   _convert("--input", unscanned_ckpt, "--output", tmp_path / "s", "--format", "t5x",
            "--layout", "scanned")
@@ -203,12 +213,7 @@ def test_convert_layout_both_ways_bit_exact(tree, unscanned_ckpt, tmp_path, caps
            "--layout", "unscanned")
   _assert_trees_identical(load_checkpoint(str(tmp_path / "u"), CONFIG)[1], tree)
   # HF is always unscanned: a scanned T5X input is unscanned on the way.
-  config_file = tmp_path / "config.json"
-  config_file.write_text(json.dumps({"vocab_size": 32, "emb_dim": 4, "num_heads": 2,
-                                     "head_dim": 2, "mlp_dim": 6, "num_encoder_layers": 2,
-                                     "num_decoder_layers": 3,
-                                     "relative_attention_num_buckets": 4,
-                                     "relative_attention_max_distance": 8}))
+  config_file = _config_json(tmp_path)
   _convert("--input", tmp_path / "s", "--output", tmp_path / "hf", "--format", "hf",
            "--config", config_file)
   hf_config, from_hf = load_checkpoint(str(tmp_path / "hf"))
@@ -288,12 +293,7 @@ def test_convert_overwrite_replaces_the_earlier_checkpoint_and_keeps_other_files
   assert "notes.txt" in after and (out / "notes.txt").read_text() == "mine"
   _assert_trees_identical(load_checkpoint(str(out), SCANNED)[1], scan_params(tree))
   # HF over T5X: no T5X file is left beside the HF one.
-  hf_config = tmp_path / "config.json"
-  hf_config.write_text(json.dumps({"vocab_size": 32, "emb_dim": 4, "num_heads": 2,
-                                   "head_dim": 2, "mlp_dim": 6, "num_encoder_layers": 2,
-                                   "num_decoder_layers": 3,
-                                   "relative_attention_num_buckets": 4,
-                                   "relative_attention_max_distance": 8}))
+  hf_config = _config_json(tmp_path)
   _convert("--input", unscanned_ckpt, "--output", out, "--format", "hf", "--config",
            hf_config, "--overwrite")
   assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",

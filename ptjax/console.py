@@ -235,6 +235,13 @@ HARMLESS_WARNINGS = (
 )
 
 
+def silence_storage_retries() -> None:
+  """gcsfs / fsspec log each failed retry with a traceback before ptjax.files raises its
+  one-line StorageError (naming the path) from the same failure: those logs are hidden."""
+  for name in ("gcsfs", "fsspec"):
+    logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 class HarmlessWarningFilter(logging.Filter):
   """Drops the records in HARMLESS_WARNINGS; passes everything else and every ERROR+."""
 

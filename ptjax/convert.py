@@ -76,6 +76,10 @@ def convert(input_path: str, output: str, fmt: str, config: Optional[str] = None
   if fmt == "hf" and layout == "scanned":
     raise ValueError("--layout scanned with --format hf: Hugging Face T5 has no scanned "
                      "layout; write --format t5x, or drop --layout.")
+  source = input_path if files.isdir(input_path) else files.dirname(input_path)
+  if files.abspath(source).rstrip("/") == files.abspath(output).rstrip("/"):
+    raise ValueError(f"--output {output} is the input's own folder: writing there replaces "
+                     f"the checkpoint being read; choose a new folder.")
   request = {"input": input_path, "format": fmt, "config": config, "dtype": dtype,
              "layout": layout}
   if (not overwrite and files.exists(output)
@@ -103,15 +107,16 @@ def convert(input_path: str, output: str, fmt: str, config: Optional[str] = None
     raise ValueError("Writing a Hugging Face checkpoint from a T5X one needs --config (a "
                      "preset name or a JSON file of T5Config fields): T5X checkpoints carry "
                      "no architecture.")
+  step = checkpoints.checkpoint_step(input_path)  # T5X's TRAIN_STEPS count from it.
+  input_format = checkpoints.detect_format(input_path)
   _remove_earlier_checkpoint(output)  # Only now: the input is read, nothing fails before.
   if fmt == "hf":
     checkpoints.save_hf(params, model_config, output, dtype)
-  else:  # The step goes along: T5X's TRAIN_STEPS count from it.
-    checkpoints.save_t5x(params, output, dtype=dtype,
-                         step=checkpoints.checkpoint_step(input_path))
+  else:
+    checkpoints.save_t5x(params, output, dtype=dtype, step=step)
   # Running the same command again replaces this output; any other command is refused.
   files.write_json(files.join(output, REQUEST_FILE), request)
-  return {"input": input_path, "input_format": checkpoints.detect_format(input_path),
+  return {"input": input_path, "input_format": input_format,
           "input_layout": LAYOUTS[not input_scanned], "output": output, "format": fmt,
           "layout": LAYOUTS[not scanned],
           "parameters": count_params(model_config) if model_config else None,

@@ -100,8 +100,7 @@ def _remote(path: str, doing: str) -> Iterator[None]:
     raise StorageError(
         f"{path}: cannot {doing} ({type(e).__name__}{': ' + reason[:200] if reason else ''}); "
         f"check that the bucket exists and is reachable (STORAGE_EMULATOR_HOST="
-        f"{os.environ.get('STORAGE_EMULATOR_HOST', 'unset')}); a rerun resumes from the last "
-        f"checkpoint.") from None
+        f"{os.environ.get('STORAGE_EMULATOR_HOST', 'unset')}).") from None
 
 
 def _call(path: str, doing: str, local: Callable[[], Any], remote: Callable[[], Any]) -> Any:
@@ -224,6 +223,10 @@ def makedirs(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
+_UMASK = os.umask(0)  # Read once (setting it is the only way to read it), then restored.
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a local temporary path beside `path`; renamed onto `path` when the block
@@ -241,6 +244,7 @@ def atomic_path(path: str) -> Iterator[str]:
   fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                              dir=folder)
   os.close(fd)
+  os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would outlive the rename: as open() makes.
   try:
     yield tmp
     os.replace(tmp, path)

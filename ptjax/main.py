@@ -9,7 +9,6 @@ pass --coordinator_address, --num_processes and --process_id on every host, or
 --initialize_distributed where JAX detects the cluster (Cloud TPU pod slices).
 """
 
-import logging as std_logging
 import sys
 from typing import Sequence
 
@@ -83,10 +82,7 @@ def main(argv: Sequence[str]):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax/seqio INFO chatter hides the progress.
     console.install_log_filter()  # An explicit --verbosity shows everything.
-    # gcsfs/fsspec log each failed retry with a traceback before ptjax.files raises its
-    # one-line StorageError (naming the path) from the same failure.
-    for name in ("gcsfs", "fsspec"):
-      std_logging.getLogger(name).setLevel(std_logging.CRITICAL)
+    console.silence_storage_retries()
   _init_jax()
   console.hide_tf_gpus()  # tf.data must not take the GPU memory JAX needs (as T5X).
   if _TFDS_DATA_DIR.value:
@@ -110,7 +106,8 @@ def main(argv: Sequence[str]):
     gin.get_configurable(entry.execute)()  # With the gin files' bindings.
   except files.StorageError as e:  # Cloud storage unreachable: the path, the cause, the fix.
     message = str(e).split("\n  In call to configurable")[0].strip()  # gin's location.
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print(f"error: {message.rstrip('.')}; a rerun resumes training from its last checkpoint.",
+          file=sys.stderr, flush=True)
     sys.exit(2)
   except OSError as e:  # Disk full, read-only or not a folder: the path and the cause.
     message = str(e).split("\n  In call to configurable")[0].strip()  # gin's location.

@@ -114,7 +114,8 @@ class PlanConfig:
       raise ValueError(f"--model {self.model!r} is not a preset; choose from "
                        f"{', '.join(PRESETS)}.")
     if len(self.mesh) != 2 or min(self.mesh) < 1:
-      raise ValueError(f"--mesh {self.mesh}: give DATAxMODEL with positive sizes, e.g. 4x4.")
+      raise ValueError(f"--mesh {'x'.join(map(str, self.mesh))}: give DATAxMODEL with "
+                       f"positive sizes, e.g. 4x4.")
     for name in ("batch", "inputs", "targets"):
       if getattr(self, name) < 1:
         raise ValueError(f"--{name}={getattr(self, name)} must be >= 1.")
@@ -355,9 +356,11 @@ def report(result: PlanResult) -> str:
   memory = (f"{c.memory_gib} GiB (--memory_gib)" if c.memory_gib is not None
             else f"{acc.memory_gib} GiB ({acc.description})")
   verdict = "fits" if result.fits else "does not fit"
-  lines += ["", f"{c.accelerator}: {memory} per device, {100 * c.headroom:g}% headroom -> "
+  spare = result.usable_bytes - result.peak_bytes
+  label = "memory" if c.memory_gib is not None else c.accelerator
+  lines += ["", f"{label}: {memory} per device, {100 * c.headroom:g}% headroom -> "
             f"usable {_gib(result.usable_bytes)} GiB; peak {_gib(result.peak_bytes)} GiB: "
-            f"{verdict} ({_gib(result.usable_bytes - result.peak_bytes)} GiB to spare)."]
+            f"{verdict} ({_gib(abs(spare))} GiB {'to spare' if spare >= 0 else 'short'})."]
   if (c.microbatches or 1) > 1 or c.scan_layers:
     lines.append(f"note: {FLOPS_NOTE}")
   lines.append(f"note: {CPU_NOTE}")

@@ -5,6 +5,7 @@ and convert through their own mains. Serve's bad requests: tests/test_serve_erro
 broken checkpoint files: tests/checkpoints/."""
 
 import os
+import shutil
 import sys
 
 import gin
@@ -243,11 +244,19 @@ def test_a_corrupt_cell_json_names_the_file(tmp_path, capsys):
     (["--input={ckpt}", "--output={out}", "--format=hf", "--config=giant"],
      "--config 'giant' is neither a preset"),
     (["--input={ckpt}", "--output={full}", "--format=t5x"], "already exists and is not empty"),
-], ids=["input_missing", "hf_without_config", "unknown_config", "output_not_empty"])
+    (["--input={full}/", "--output={full}", "--format=t5x", "--layout=scanned", "--overwrite"],
+     "is the input's own folder: writing there replaces the checkpoint being read"),
+    (["--input={full}/checkpoint", "--output={full}", "--format=t5x", "--overwrite"],
+     "is the input's own folder"),
+], ids=["input_missing", "hf_without_config", "unknown_config", "output_not_empty",
+        "in_place", "in_place_file"])
 def test_bad_convert_input_is_one_line(argv, expected, tmp_path, capsys):
   from ptjax import convert
+  # A user's folder: a checkpoint and a file of their own, neither touched by a refusal.
   (tmp_path / "full").mkdir()
+  shutil.copy(shared_fixture(INLINE_CKPT), tmp_path / "full" / "checkpoint")
   (tmp_path / "full" / "keep.txt").write_text("mine")
+  before = sorted(os.listdir(tmp_path / "full"))
   values = {"out": str(tmp_path / "out"), "full": str(tmp_path / "full"),
             "ckpt": shared_fixture(INLINE_CKPT)}
   code = convert.main([a.format(**values) for a in argv])
@@ -255,6 +264,7 @@ def test_bad_convert_input_is_one_line(argv, expected, tmp_path, capsys):
   assert code == 2 and "Traceback" not in err and expected in err.strip().splitlines()[-1]
   assert not (tmp_path / "out").exists()
   assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+  assert sorted(os.listdir(tmp_path / "full")) == before
 
 
 @pytest.mark.parametrize("module,argv,expected", [
@@ -281,3 +291,46 @@ def test_a_bad_flag_is_one_line_not_the_usage_block(module, argv, expected, caps
   out, err = capsys.readouterr()
   assert exit_.value.code == 2 and out == ""
   assert len(err.strip().splitlines()) == 1 and expected in err and "usage:" not in err, err
+
+
+def test_an_unreachable_gs_vocabulary_is_one_line_before_any_dataset_is_built(monkeypatch):
+  """T5's vocabulary defaults to gs://t5-data; offline, reading it inside tf.data's trace
+  was a 100-line StagingError. `get_task` reads it first: one line naming the switch."""
+  import seqio
+
+  from ptjax import files
+  from ptjax.data import pipeline, vocabularies
+
+  def unreachable(path):
+    raise files.StorageError(f"{path}: cannot read (ClientConnectorDNSError: no network).")
+
+  monkeypatch.setattr(files, "read_bytes", unreachable)
+  vocab = vocabularies.SentencePieceVocabulary("gs://t5-data/spm/sentencepiece.model", 100)
+  name = "pt_test_unreachable_vocabulary"
+  seqio.TaskRegistry.add(
+      name, source=seqio.FunctionDataSource(lambda split, shuffle_files: None, ["validation"]),
+      output_features={"inputs": seqio.Feature(vocab), "targets": seqio.Feature(vocab)})
+  try:
+    with pytest.raises(files.StorageError) as error:
+      pipeline.get_task(name)
+  finally:
+    seqio.TaskRegistry.remove(name)
+  assert str(error.value) == (
+      "gs://t5-data/spm/sentencepiece.model: cannot read (ClientConnectorDNSError: no "
+      "network). Offline: point PTJAX_T5_VOCAB at a local copy of T5's sentencepiece.model.")
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["ptjax.data.show_tasks", "--bogus"],
+     "python -m ptjax.data.show_tasks: error: unrecognized arguments: --bogus (see --help)"),
+    (["ptjax.experiments", "run"], "error: run needs a GRID: one of ['fig1_scale', "),
+], ids=["show_tasks", "experiments"])
+def test_commands_that_import_tensorflow_print_the_error_line_alone(argv, expected):
+  """TensorFlow's C++ start-up lines (absl, oneDNN, CUDA probing: 6 lines) came before the
+  error of every call; these commands start quiet, as ptjax.main does."""
+  import subprocess
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True,
+                        env={**env, "JAX_PLATFORMS": "cpu"}, timeout=300)
+  assert proc.returncode == 2 and proc.stdout == ""
+  assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(expected), proc.stderr

@@ -149,11 +149,13 @@ def test_fits_is_decided_against_the_memory_limit(tiny_plan):
   assert not below.fits
   result = _cli(*TINY_FLAGS, "--memory_gib", f"{0.5 * peak / 2 ** 30:.9f}")
   assert result.returncode == 1, result.stderr[-2000:]  # `plan ... && launch` stops here.
-  assert ": does not fit (-" in result.stdout
+  assert re.search(r"^memory: \S+ GiB \(--memory_gib\) per device, .*: does not fit "
+                   r"\([\d.]+ GiB short\)\.$", result.stdout, re.M), result.stdout
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--mesh", "3"], "argument --mesh: '3' is not DATAxMODEL, e.g. 4x4"),
+    (["--mesh", "0x4"], "--mesh 0x4: give DATAxMODEL with positive sizes, e.g. 4x4."),
     (["--remat", "sometimes"], "argument --remat: invalid choice: 'sometimes'"),
     (["--batch", "6", "--mesh", "4x1"], "--batch 6 does not split over 4 data-parallel"),
     (["--mode", "model_tuning", "--prompt_length", "10"], "trains no prompt"),

@@ -64,7 +64,7 @@ def check_params(params: dict, config: T5Config, source: str,
       raise CheckpointError(
           f"{source}: parameter {name} has shape {tuple(got[name].shape)} but the model "
           f"config expects {tuple(shape)}. Pick the config that matches the checkpoint "
-          f"(e.g. --gin_file=gin/models/t5_1_1_<size>.gin).")
+          f"(a run's gin/models/t5_1_1_<size>.gin; convert's --config <size>).")
     check_dtype(name, got[name].dtype, source)
   unexpected = sorted(set(got) - set(expected))
   if unexpected:

@@ -10,6 +10,7 @@ from typing import Iterator, Mapping, Optional
 import numpy as np
 import seqio
 
+from ptjax import files
 from ptjax.data import catalog, vocabularies
 
 
@@ -30,6 +31,8 @@ def get_task(name: str):
       path = getattr(feature.vocabulary, "sentencepiece_model_file", None)
       if path:
         vocabularies.check_path(path)
+        if files.is_remote(path):  # Read now: failing inside tf.data's trace is 100 lines.
+          feature.vocabulary.sp_model  # noqa: B018  # Cached by seqio for the pipeline.
   return task
 
 

@@ -10,9 +10,13 @@ import contextlib
 import sys
 from typing import Optional, Sequence
 
-import seqio
-
 from ptjax import console
+
+if __name__ == "__main__":
+  console.quiet_startup()  # Before seqio imports TensorFlow (its C++ start-up lines).
+  console.silence_storage_retries()
+
+import seqio  # noqa: E402
 from ptjax.data import catalog
 
 
@@ -51,8 +55,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           print(f"[{task.name} {args.split} {i}]")
           print(f"  inputs:  {_text(ex.get('inputs_pretokenized', ex['inputs']))}")
           print(f"  targets: {_text(ex.get('targets_pretokenized', ex['targets']))}")
-  except (ValueError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ValueError, KeyError, OSError) as e:  # OSError: files.StorageError included.
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2
   return 0
 

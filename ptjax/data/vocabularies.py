@@ -52,7 +52,11 @@ class SentencePieceVocabulary(seqio.SentencePieceVocabulary):
       import hashlib
 
       import tensorflow as tf
-      data = files.read_bytes(path)
+      try:
+        data = files.read_bytes(path)
+      except files.StorageError as e:  # Offline, T5's public file is out of reach.
+        raise files.StorageError(f"{e} Offline: point {ENV} at a local copy of T5's "
+                                 f"sentencepiece.model.") from None
       local = f"ram://ptjax_vocab/{hashlib.sha256(data).hexdigest()}/sentencepiece.model"
       if not tf.io.gfile.exists(local):
         with tf.io.gfile.GFile(local, "wb") as f:

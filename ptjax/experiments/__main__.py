@@ -21,7 +21,13 @@ import os
 import re
 import sys
 
-from ptjax import console, files
+from ptjax import console
+
+if __name__ == "__main__":
+  console.quiet_startup()  # Before TensorFlow is imported (its C++ start-up lines).
+  console.silence_storage_retries()
+
+from ptjax import files  # noqa: E402
 from ptjax.experiments import families, grids, launch, runner
 
 
@@ -107,7 +113,7 @@ def main(argv=None) -> int:
       print(f"{name}: {len(cells)} cells, {runs} runs  ({summary})")
     return 0
   if not args.grid:
-    raise SystemExit(f"{args.command} needs a GRID: one of {sorted(grids.GRIDS)} or 'all'.")
+    raise ValueError(f"{args.command} needs a GRID: one of {sorted(grids.GRIDS)} or 'all'.")
   names = list(grids.GRIDS) if args.grid == "all" else [args.grid]
   for name in names:
     cells = _cells(args, name)
@@ -189,6 +195,6 @@ def _table(args, grid, cells):
 if __name__ == "__main__":
   try:
     sys.exit(main())
-  except (ValueError, FileNotFoundError, RuntimeError) as e:
-    print(f"error: {e}", file=sys.stderr)
+  except (ValueError, OSError, RuntimeError) as e:  # OSError: files.StorageError included.
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)

@@ -194,6 +194,11 @@ def _parse_or_explain(fn):
     token = re.search(r"Failed to parse token '([^']*)'", message)
     if token and "malformed node or string" in message:
       # An unquoted word (`--gin.FROZEN_DTYPE=bfloat16`): Python's literal parser refused it.
+      word = token.group(1)
+      if word.lower() in ("true", "false", "none"):  # Python's spelling, not a string.
+        raise GinConfigError(
+            f"gin value {word!r} is not a Python literal: write {word.capitalize()} "
+            f"(Python's spelling), e.g. --gin.NAME={word.capitalize()}.") from None
       raise GinConfigError(
           f"gin value {token.group(1)!r} is not a Python literal: quote strings, e.g. "
           f"--gin.NAME=\"'{token.group(1)}'\" (a reference is written @name()).") from None

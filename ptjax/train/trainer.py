@@ -148,6 +148,10 @@ def train(*, model_dir: str, model_config: T5Config,
   if random_seed is None:
     random_seed = int(np.random.SeedSequence().entropy % 2**31)
     print(f"RANDOM_SEED=None: this run's seed is {random_seed}.", flush=True)
+  if prompt is not None and prompt.length == 0:  # Would train every weight instead.
+    raise ValueError("PROMPT_LENGTH=0 in a prompt-tuning run trains no prompt: give the "
+                     "prompt's length (>= 1), or use gin/runs/model_tune.gin to tune the "
+                     "model.")
   prompt = utils.prompt_or_none(prompt)
   restore = checkpoint_cfg.restore
   start_step = checkpoint_step(restore.path)

@@ -141,8 +141,8 @@ class PromptConfig:
 
   Attributes:
     length: prompt positions P (PROMPT_LENGTH; the paper's default 100). 0 = no prompt (the
-      bare model: evaluating a model-tuned checkpoint; training with it is model tuning,
-      which gin/runs/model_tune.gin says plainly).
+      bare model: evaluating a model-tuned checkpoint). Training refuses 0: model tuning
+      is gin/runs/model_tune.gin, never a prompt run with its prompt set to nothing.
     init: initialiser `(rng, [P, d] shape, embedding [V, d]) -> [P, d]` (PROMPT_INIT, set
       by gin/prompts/*.gin); None = random uniform in [-0.5, 0.5] (the paper's default).
     file: a trained prompt to use (PROMPT_FILE: .npy [P, d], PEFT adapter folder, ptjax run

@@ -180,6 +180,9 @@ def test_sigkill_and_resume_ends_with_the_same_prompt(baseline, tmp_path):
     (["--gin.TRAINABLE=['prompt']"], "matches no variable"),
     (["--gin.train/utils.DatasetConfig.pack=True"], "Packing is not supported"),
     (["--gin_file=prompts/no_such.gin"], "prompts/no_such.gin"),
+    (["--gin.PROMPT_LENGTH=0"], "PROMPT_LENGTH=0 in a prompt-tuning run trains no prompt: "
+                                "give the prompt's length (>= 1), or use "
+                                "gin/runs/model_tune.gin to tune the model."),
 ])
 def test_one_line_errors(tmp_path, flags, message):
   code, out, err = cli(str(tmp_path / "run"), *flags, check=False)

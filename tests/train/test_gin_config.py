@@ -195,6 +195,11 @@ def test_an_unquoted_string_value_is_one_line_saying_quote_it(task_files, tmp_pa
   assert str(error.value) == ("gin value 'bfloat16' is not a Python literal: quote strings, "
                               "e.g. --gin.NAME=\"'bfloat16'\" (a reference is written "
                               "@name()).")
+  with pytest.raises(gin_utils.GinConfigError) as error:  # Not "quote it": 'true' is refused.
+    parse([FILES["model"], FILES["run"], FILES["task"]],
+          base_bindings(task_files, tmp_path) + ["SCAN_LAYERS=true"])
+  assert str(error.value) == ("gin value 'true' is not a Python literal: write True (Python's "
+                              "spelling), e.g. --gin.NAME=True.")
 
 
 @pytest.mark.parametrize("binding, message", [

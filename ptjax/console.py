@@ -380,12 +380,6 @@ def run_span_line(start_step: int, end_step: int) -> str:
   return f"{span} ({end_step - start_step:,} to go)"
 
 
-__all__ = ["quiet_startup", "hide_tf_gpus", "tf_min_log_level", "native_line_dropped",
-           "filtered_native_stderr", "install_import_filter", "uninstall_import_filter",
-           "HARMLESS_WARNINGS", "HarmlessWarningFilter", "install_log_filter", "Progress",
-           "step_log_line", "run_span_line"]
-
-
 class ArgumentParser(argparse.ArgumentParser):
   """argparse with ptjax's error convention: a bad flag is one line on stderr, exit 2.
 
@@ -394,3 +388,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
   def error(self, message):
     self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+__all__ = ["quiet_startup", "hide_tf_gpus", "tf_min_log_level", "native_line_dropped",
+           "filtered_native_stderr", "install_import_filter", "uninstall_import_filter",
+           "HARMLESS_WARNINGS", "HarmlessWarningFilter", "install_log_filter", "Progress",
+           "step_log_line", "run_span_line", "silence_storage_retries", "ArgumentParser"]

@@ -200,8 +200,8 @@ def _parse_or_explain(fn):
             f"gin value {word!r} is not a Python literal: write {word.capitalize()} "
             f"(Python's spelling), e.g. --gin.NAME={word.capitalize()}.") from None
       raise GinConfigError(
-          f"gin value {token.group(1)!r} is not a Python literal: quote strings, e.g. "
-          f"--gin.NAME=\"'{token.group(1)}'\" (a reference is written @name()).") from None
+          f"gin value {word!r} is not a Python literal: quote strings, e.g. "
+          f"--gin.NAME=\"'{word}'\" (a reference is written @name()).") from None
     if "config string:" in message:  # gin appends the whole config; keep the first part.
       message = message.split("config string:")[0].rstrip(" :")
     raise GinConfigError(message[:500]) from None

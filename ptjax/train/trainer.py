@@ -319,6 +319,9 @@ def _real(path: Optional[str]) -> Optional[str]:
   return path if path is None else files.abspath(path)
 
 
+_IDENTITY_DEFAULTS = {"scan_layers": False}  # run.json from before SCAN_LAYERS: unscanned.
+
+
 def _check_same_run(model_dir: str, identity: dict, resuming: bool) -> None:
   """MODEL_DIR/run.json names the experiment its checkpoints belong to. Resuming another
   experiment's checkpoints (another task, frozen model, prompt length or TRAINABLE) would
@@ -326,9 +329,8 @@ def _check_same_run(model_dir: str, identity: dict, resuming: bool) -> None:
   path = files.join(model_dir, "run.json")
   if files.exists(path):
     earlier = files.read_json(path)
-    # Runs from before SCAN_LAYERS existed were unscanned.
     changed = sorted(k for k in identity
-                     if earlier.get(k, False if k == "scan_layers" else None) != identity[k])
+                     if earlier.get(k, _IDENTITY_DEFAULTS.get(k)) != identity[k])
     if resuming and changed == ["scan_layers"]:
       raise ValueError(
           f"{model_dir}/checkpoints hold trained layers saved with SCAN_LAYERS "
